@@ -1,0 +1,101 @@
+/*
+** layers.h - the layers of every detector, each a pair of plain functions
+** over flat float arrays: x_forward now, x_backward beside it.
+**
+** Dimension legend: N batch, C input channels, H W input height and width,
+** OC output channels, OH OW output height and width, K square kernel size.
+** Tensors are NCHW float32, contiguous. Weights use PyTorch's layouts:
+** Conv2d (OC, C, K, K), ConvTranspose2d (C, OC, K, K).
+**
+** Convolutions run as im2col + one cblas_sgemm per image (gemm.c is the only
+** file that calls BLAS); a transposed convolution is one sgemm into columns
+** followed by col2im, with no zero-stuffed input. Each kernel has a plain
+** loop twin, x_forward_naive, kept as the oracle the tests check it against.
+**
+** Scratch: conv functions take a caller-owned work buffer of
+** conv_work_floats(s) floats, so nothing is allocated in the hot loop.
+** Elementwise functions may run in place (out == in).
+*/
+#ifndef ANOM_LAYERS_H
+#define ANOM_LAYERS_H
+
+#include <stddef.h>
+
+/*
+** ---- gemm.c: C = alpha * op(A) * op(B) + beta * C, row-major, BLAS-shaped.
+** op(A) is (M, K), op(B) is (K, N), C is (M, N); trans_x nonzero means op(X)
+** = X^T; ldx is the row stride of X as stored. beta == 0: C is not read.
+*/
+void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+          const float *a, int lda, const float *b, int ldb, float beta,
+          float *c, int ldc);
+void gemm_naive(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                const float *a, int lda, const float *b, int ldb, float beta,
+                float *c, int ldc);
+
+/* ---- the shape of one convolution (direct or transposed) */
+typedef struct conv_shape {
+  int c, h, w;        /* input channels, height, width */
+  int oc, oh, ow;     /* output channels, height, width */
+  int k, stride, pad; /* square kernel, stride, zero padding */
+  int transposed;     /* 0: Conv2d, 1: ConvTranspose2d (output_padding 0) */
+} conv_shape;
+
+/*
+** Fill s and compute oh, ow:
+**   Conv2d:          oh = (h + 2 pad - k) / stride + 1
+**   ConvTranspose2d: oh = (h - 1) stride - 2 pad + k
+** Returns 0, or -1 when a size or the output is not positive, stride < 1,
+** pad < 0, or a column-matrix or tensor size would overflow int.
+*/
+int conv_shape_init(conv_shape *s, int c, int h, int w, int oc, int k,
+                    int stride, int pad, int transposed);
+
+/*
+** Floats of scratch one call of conv2d_* / conv_transpose2d_* needs: the
+** column matrix, C*K*K*OH*OW for Conv2d, OC*K*K*H*W for ConvTranspose2d.
+*/
+size_t conv_work_floats(const conv_shape *s);
+
+/* in (N, C, H, W) -> out (N, OC, OH, OW); weight (OC, C, K, K); bias (OC) or NULL. */
+void conv2d_forward(const conv_shape *s, int n, float *out, const float *in,
+                    const float *weight, const float *bias, float *work);
+void conv2d_forward_naive(const conv_shape *s, int n, float *out,
+                          const float *in, const float *weight,
+                          const float *bias);
+
+/* in (N, C, H, W) -> out (N, OC, OH, OW); weight (C, OC, K, K); bias (OC) or NULL. */
+void conv_transpose2d_forward(const conv_shape *s, int n, float *out,
+                              const float *in, const float *weight,
+                              const float *bias, float *work);
+void conv_transpose2d_forward_naive(const conv_shape *s, int n, float *out,
+                                    const float *in, const float *weight,
+                                    const float *bias);
+
+/*
+** im2col / col2im for one image. im is the tensor the kernel window slides
+** over and col has one column per window position. A transposed conv is the
+** adjoint of the Conv2d from (OC, OH, OW) back to (C, H, W), so its sides swap:
+**   Conv2d:          im (C, H, W)    <-> col (C*K*K, OH*OW)
+**   ConvTranspose2d: im (OC, OH, OW) <-> col (OC*K*K, H*W)
+** col[(ch*K + ky)*K + kx, gy*GW + gx] = im[ch, gy*stride - pad + ky,
+** gx*stride - pad + kx] (zero outside im), GW = OW or W. col2im adds into im.
+*/
+void im2col(const conv_shape *s, const float *im, float *col);
+void col2im(const conv_shape *s, const float *col, float *im);
+
+/*
+** Batch norm in inference mode, per channel over (N, C, HW):
+**   out = (in - mean) / sqrt(var + eps) * gamma + beta
+*/
+void batchnorm_forward_infer(int n, int c, int hw, float *out, const float *in,
+                             const float *gamma, const float *beta,
+                             const float *mean, const float *var, float eps);
+
+/* ---- activations.c, over count elements */
+void leaky_relu_forward(float *out, const float *in, size_t count, float slope);
+void relu_forward(float *out, const float *in, size_t count);
+void tanh_forward(float *out, const float *in, size_t count);
+void sigmoid_forward(float *out, const float *in, size_t count);
+
+#endif /* ANOM_LAYERS_H */
