@@ -1,0 +1,43 @@
+/*
+** gemm.c - matrix multiply, the one place in core/ that calls BLAS.
+**
+**   gemm(0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);   C = A B^T
+**
+** Row-major, with cblas_sgemm's meaning for every argument (see layers.h).
+** gemm_naive is the plain triple loop the tests hold gemm against; like
+** BLAS it never reads C when beta == 0, so C may hold garbage or NaN.
+*/
+#include "layers.h"
+
+#include <cblas.h>
+
+void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+          const float *a, int lda, const float *b, int ldb, float beta,
+          float *c, int ldc) {
+  if( m <= 0 || n <= 0 ) return;
+  if( k <= 0 ){
+    /* BLAS rejects lda < 1 here; an empty product leaves beta * C. */
+    gemm_naive(trans_a, trans_b, m, n, 0, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b,
+              ldb, beta, c, ldc);
+}
+
+void gemm_naive(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                const float *a, int lda, const float *b, int ldb, float beta,
+                float *c, int ldc) {
+  for(int i = 0; i < m; i++){
+    for(int j = 0; j < n; j++){
+      double acc = 0.0;
+      for(int p = 0; p < k; p++){
+        float av = trans_a ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+        float bv = trans_b ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j];
+        acc += (double)av * bv;
+      }
+      float *cij = &c[(size_t)i * ldc + j];
+      *cij = alpha * (float)acc + (beta == 0.0f ? 0.0f : beta * *cij);
+    }
+  }
+}
