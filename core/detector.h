@@ -1,0 +1,67 @@
+/*
+** detector.h - the interface every detector implements.
+**
+** One detector a file under core/detectors/, each exporting one
+** `const detector_ops` table; core/detectors/registry.c lists them. Adding a
+** method means adding one file and one line there.
+**
+** A detector builds its networks into an anom_model (model.h) from the
+** model's input shape and a JSON object of hyper-parameters; the model owns
+** the weight block, loads and saves the tensors the networks declare, and
+** hands the detector const access when scoring. A model is read-only once
+** built: score() takes a const model and a caller-owned scratch buffer, so
+** any number of threads can score with one copy of the weights.
+*/
+#ifndef ANOM_DETECTOR_H
+#define ANOM_DETECTOR_H
+
+#include "common.h"
+
+struct cJSON;
+struct anom_model;
+
+#define SCORE_MAX_PARTS 8
+
+/* The score of one image and every component the method computes. */
+typedef struct score_result {
+  double score;                        /* the method's anomaly score */
+  int nparts;
+  const char *part_name[SCORE_MAX_PARTS]; /* static strings, e.g. "latent" */
+  double part[SCORE_MAX_PARTS];
+} score_result;
+
+typedef struct detector_ops {
+  const char *name;   /* the method argument of anomaly_train: "ganomaly" */
+
+  /*
+  ** Read hyper-parameters from hp (a JSON object; NULL or missing keys take
+  ** the authors' defaults; unknown keys and bad values are errors naming
+  ** them), check them against the model's input shape, and declare the
+  ** networks with model_add_net(). Private state goes in m->det.
+  */
+  int (*create)(struct anom_model *m, const struct cJSON *hp, anom_err *e);
+
+  /* Free m->det (the nets themselves are freed by the model). */
+  void (*destroy)(struct anom_model *m);
+
+  /* The effective hyper-parameters as a new JSON object (for the file). */
+  struct cJSON *(*hparams)(const struct anom_model *m);
+
+  /* Floats of scratch score() needs for a batch of n images. */
+  size_t (*work_floats)(const struct anom_model *m, int n);
+
+  /*
+  ** Score n images x (n, C, H, W) in [-1, 1] into out[0..n). When recon is
+  ** not NULL, also write each reconstruction x_hat (n, C, H, W) there.
+  */
+  int (*score)(const struct anom_model *m, int n, const float *x, float *work,
+               score_result *out, float *recon, anom_err *e);
+} detector_ops;
+
+/* The detector called name, or NULL. */
+const detector_ops *detector_find(const char *name);
+
+/* "anogan, ganomaly, ..." : the known methods, for error messages. */
+const char *detector_names(void);
+
+#endif /* ANOM_DETECTOR_H */

@@ -1,0 +1,24 @@
+/*
+** registry.c - the list of detectors. Adding a method: one file under
+** core/detectors/ exporting its detector_ops, and one line in each list here.
+*/
+#include "../detector.h"
+
+#include <string.h>
+
+extern const detector_ops ganomaly_ops;
+
+static const detector_ops *const all_detectors[] = {
+  &ganomaly_ops,
+};
+
+const detector_ops *detector_find(const char *name) {
+  if( !name ) return NULL;
+  for(size_t i = 0; i < sizeof(all_detectors) / sizeof(all_detectors[0]); i++)
+    if( strcmp(all_detectors[i]->name, name) == 0 ) return all_detectors[i];
+  return NULL;
+}
+
+const char *detector_names(void) {
+  return "ganomaly";
+}

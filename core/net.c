@@ -1,0 +1,234 @@
+/*
+** net.c - sequential networks: building, tensor naming, inference forward.
+** See net.h.
+*/
+#include "net.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void net_init(net *nt, const char *prefix, int c, int h, int w) {
+  memset(nt, 0, sizeof(*nt));
+  snprintf(nt->prefix, sizeof(nt->prefix), "%s", prefix);
+  nt->c = c;
+  nt->h = h;
+  nt->w = w;
+}
+
+void net_free(net *nt) {
+  anom_free(nt->layers);
+  nt->layers = NULL;
+  nt->nlayers = nt->cap = 0;
+}
+
+void net_out_shape(const net *nt, int i, int *c, int *h, int *w) {
+  if( i < 0 ) i = nt->nlayers - 1;
+  if( i < 0 || nt->nlayers == 0 ){
+    *c = nt->c; *h = nt->h; *w = nt->w;
+    return;
+  }
+  *c = nt->layers[i].oc;
+  *h = nt->layers[i].oh;
+  *w = nt->layers[i].ow;
+}
+
+/* Append a layer of kind taking the current output shape; NULL on failure. */
+static layer *net_push(net *nt, layer_kind kind, const char *name) {
+  if( nt->failed ) return NULL;
+  if( nt->nlayers == nt->cap ){
+    int cap = nt->cap ? nt->cap * 2 : 16;
+    layer *p = anom_realloc(nt->layers, (size_t)cap * sizeof(*p));
+    if( !p ){
+      nt->failed = anom_fail(&nt->err, ANOM_ENOMEM, "out of memory");
+      return NULL;
+    }
+    nt->layers = p;
+    nt->cap = cap;
+  }
+  layer *l = &nt->layers[nt->nlayers];
+  memset(l, 0, sizeof(*l));
+  l->kind = kind;
+  snprintf(l->name, sizeof(l->name), "%s", name);
+  net_out_shape(nt, -1, &l->c, &l->h, &l->w);
+  l->oc = l->c; l->oh = l->h; l->ow = l->w;
+  l->p_off = nt->nparams;
+  l->b_off = nt->nbufs;
+  return l;
+}
+
+static int net_conv_any(net *nt, const char *name, int oc, int k, int stride,
+                        int pad, int bias, int transposed) {
+  layer *l = net_push(nt, transposed ? LAYER_CONVT : LAYER_CONV, name);
+  if( !l ) return 1;
+  if( conv_shape_init(&l->conv, l->c, l->h, l->w, oc, k, stride, pad, transposed) ){
+    nt->failed = anom_fail(&nt->err, ANOM_EINVAL,
+        "layer '%s%s': a %s %dx%d stride %d pad %d does not fit a %dx%dx%d input",
+        nt->prefix, name, transposed ? "transposed convolution" : "convolution",
+        k, k, stride, pad, l->c, l->h, l->w);
+    return 1;
+  }
+  l->oc = oc;
+  l->oh = l->conv.oh;
+  l->ow = l->conv.ow;
+  l->has_bias = bias;
+  l->np = (size_t)l->c * oc * k * k + (bias ? (size_t)oc : 0);
+  nt->nparams += l->np;
+  nt->nlayers++;
+  return 0;
+}
+
+int net_conv(net *nt, const char *name, int oc, int k, int stride, int pad, int bias) {
+  return net_conv_any(nt, name, oc, k, stride, pad, bias, 0);
+}
+
+int net_convt(net *nt, const char *name, int oc, int k, int stride, int pad, int bias) {
+  return net_conv_any(nt, name, oc, k, stride, pad, bias, 1);
+}
+
+int net_batchnorm(net *nt, const char *name, float eps) {
+  layer *l = net_push(nt, LAYER_BATCHNORM, name);
+  if( !l ) return 1;
+  l->eps = eps;
+  l->np = 2 * (size_t)l->c;
+  l->nb = 2 * (size_t)l->c;
+  nt->nparams += l->np;
+  nt->nbufs += l->nb;
+  nt->nlayers++;
+  return 0;
+}
+
+static int net_elementwise(net *nt, layer_kind kind, const char *name, float slope) {
+  layer *l = net_push(nt, kind, name);
+  if( !l ) return 1;
+  l->slope = slope;
+  nt->nlayers++;
+  return 0;
+}
+
+int net_leaky_relu(net *nt, const char *name, float slope) {
+  return net_elementwise(nt, LAYER_LEAKY_RELU, name, slope);
+}
+int net_relu(net *nt, const char *name) { return net_elementwise(nt, LAYER_RELU, name, 0); }
+int net_tanh(net *nt, const char *name) { return net_elementwise(nt, LAYER_TANH, name, 0); }
+int net_sigmoid(net *nt, const char *name) { return net_elementwise(nt, LAYER_SIGMOID, name, 0); }
+
+void net_bind(net *nt, float *params, float *bufs) {
+  nt->params = params;
+  nt->bufs = bufs;
+}
+
+/* Tensors a layer contributes: conv 1 or 2, batch norm 4, others 0. */
+static int layer_tensor_count(const layer *l) {
+  switch( l->kind ){
+    case LAYER_CONV: case LAYER_CONVT: return l->has_bias ? 2 : 1;
+    case LAYER_BATCHNORM: return 4;
+    default: return 0;
+  }
+}
+
+int net_tensor_count(const net *nt) {
+  int n = 0;
+  for(int i = 0; i < nt->nlayers; i++) n += layer_tensor_count(&nt->layers[i]);
+  return n;
+}
+
+int net_tensor(const net *nt, int i, char *name, size_t name_size, int *ndim,
+               int64_t shape[4], float **data, int *is_buffer) {
+  static const char *bn_names[4] = {"weight", "bias", "running_mean", "running_var"};
+  for(int li = 0; li < nt->nlayers; li++){
+    const layer *l = &nt->layers[li];
+    int cnt = layer_tensor_count(l);
+    if( i >= cnt ){ i -= cnt; continue; }
+    if( l->kind == LAYER_BATCHNORM ){
+      snprintf(name, name_size, "%s%s.%s", nt->prefix, l->name, bn_names[i]);
+      *ndim = 1;
+      shape[0] = l->c;
+      *is_buffer = i >= 2;
+      *data = i < 2 ? nt->params + l->p_off + (size_t)i * l->c
+                    : nt->bufs + l->b_off + (size_t)(i - 2) * l->c;
+      return 0;
+    }
+    if( i == 0 ){
+      snprintf(name, name_size, "%s%s.weight", nt->prefix, l->name);
+      *ndim = 4;
+      /* Conv2d weight (OC, C, K, K); ConvTranspose2d weight (C, OC, K, K) */
+      shape[0] = l->kind == LAYER_CONV ? l->oc : l->c;
+      shape[1] = l->kind == LAYER_CONV ? l->c : l->oc;
+      shape[2] = shape[3] = l->conv.k;
+      *data = nt->params + l->p_off;
+    }else{
+      snprintf(name, name_size, "%s%s.bias", nt->prefix, l->name);
+      *ndim = 1;
+      shape[0] = l->oc;
+      *data = nt->params + l->p_off + (l->np - (size_t)l->oc);
+    }
+    *is_buffer = 0;
+    return 0;
+  }
+  return 1;
+}
+
+size_t net_scratch_floats(const net *nt, int n) {
+  size_t act = (size_t)nt->c * nt->h * nt->w, work = 0;
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    size_t o = (size_t)l->oc * l->oh * l->ow;
+    if( o > act ) act = o;
+    if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT ){
+      size_t wk = conv_work_floats(&l->conv);
+      if( wk > work ) work = wk;
+    }
+  }
+  return 2 * act * (size_t)n + work;
+}
+
+void net_forward(const net *nt, int from, int to, int n, const float *in,
+                 float *out, float *scratch) {
+  size_t act = 0;
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    size_t a = (size_t)l->c * l->h * l->w, o = (size_t)l->oc * l->oh * l->ow;
+    if( a > act ) act = a;
+    if( o > act ) act = o;
+  }
+  float *buf[2] = { scratch, scratch + act * (size_t)n };
+  float *work = scratch + 2 * act * (size_t)n;
+  const float *cur = in;
+  int which = 0;
+  for(int i = from; i < to; i++){
+    const layer *l = &nt->layers[i];
+    const float *p = nt->params + l->p_off;
+    size_t count = (size_t)n * l->oc * l->oh * l->ow;
+    /* batch norm and activations run in place, except on the caller's input */
+    float *dst = buf[which];
+    if( l->kind >= LAYER_BATCHNORM && cur != in ) dst = (float *)cur;
+    else which ^= 1;
+    switch( l->kind ){
+      case LAYER_CONV:
+        conv2d_forward(&l->conv, n, dst, cur, p,
+                       l->has_bias ? p + l->np - l->oc : NULL, work);
+        break;
+      case LAYER_CONVT:
+        conv_transpose2d_forward(&l->conv, n, dst, cur, p,
+                                 l->has_bias ? p + l->np - l->oc : NULL, work);
+        break;
+      case LAYER_BATCHNORM: {
+        const float *b = nt->bufs + l->b_off;
+        batchnorm_forward_infer(n, l->c, l->h * l->w, dst, cur, p, p + l->c,
+                                b, b + l->c, l->eps);
+        break;
+      }
+      case LAYER_LEAKY_RELU: leaky_relu_forward(dst, cur, count, l->slope); break;
+      case LAYER_RELU: relu_forward(dst, cur, count); break;
+      case LAYER_TANH: tanh_forward(dst, cur, count); break;
+      case LAYER_SIGMOID: sigmoid_forward(dst, cur, count); break;
+    }
+    cur = dst;
+  }
+  if( to > from ){
+    const layer *l = &nt->layers[to - 1];
+    memcpy(out, cur, (size_t)n * l->oc * l->oh * l->ow * sizeof(float));
+  }else{
+    memcpy(out, in, (size_t)n * nt->c * nt->h * nt->w * sizeof(float));
+  }
+}

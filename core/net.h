@@ -1,0 +1,103 @@
+/*
+** net.h - a sequential network: an ordered list of layers over flat blocks.
+**
+** A net is built by appending layers; each append works out the layer's
+** output shape from the previous one. Parameters (weights, biases, batch
+** norm's gamma and beta) and buffers (batch norm's running statistics) are
+** not owned by the net: the model carves them out of one block per model and
+** hands each net its slices with net_bind, so the whole model is one
+** allocation and a checkpoint is one walk over the tensors.
+**
+**   net e;
+**   net_init(&e, "netg.encoder1.", 1, 32, 32);
+**   net_conv(&e, "main.initial-conv-1-64", 64, 4, 2, 1, 0);
+**   net_leaky_relu(&e, "main.initial-relu-64", 0.2f);
+**   ...
+**   if( e.failed ) ...                       (a bad shape anywhere)
+**   net_bind(&e, params, bufs);
+**   net_forward(&e, 0, e.nlayers, n, x, y, scratch);
+**
+** Tensor names are prefix + layer name + "." + "weight" | "bias" |
+** "running_mean" | "running_var": the state_dict names of the authors' code.
+*/
+#ifndef ANOM_NET_H
+#define ANOM_NET_H
+
+#include "common.h"
+#include "layers.h"
+
+typedef enum layer_kind {
+  LAYER_CONV,
+  LAYER_CONVT,
+  LAYER_BATCHNORM,
+  LAYER_LEAKY_RELU,
+  LAYER_RELU,
+  LAYER_TANH,
+  LAYER_SIGMOID
+} layer_kind;
+
+#define NET_NAME_MAX 64
+
+typedef struct layer {
+  layer_kind kind;
+  char name[NET_NAME_MAX];  /* module name, e.g. "main.pyramid-64-128-conv" */
+  int c, h, w;              /* input shape of one sample */
+  int oc, oh, ow;           /* output shape of one sample */
+  conv_shape conv;          /* LAYER_CONV, LAYER_CONVT */
+  int has_bias;             /* conv layers */
+  float slope;              /* LAYER_LEAKY_RELU */
+  float eps;                /* LAYER_BATCHNORM */
+  size_t p_off, np;         /* parameters: [weight, bias] at params + p_off */
+  size_t b_off, nb;         /* buffers: [running_mean, running_var] at bufs + b_off */
+} layer;
+
+typedef struct net {
+  char prefix[NET_NAME_MAX];/* prepended to tensor names, e.g. "netg.decoder." */
+  int c, h, w;              /* input shape of one sample */
+  int nlayers, cap;
+  layer *layers;            /* owned */
+  size_t nparams, nbufs;    /* floats in this net's slices */
+  float *params, *bufs;     /* slices of the model's blocks (not owned) */
+  int failed;               /* set when an append failed; see err */
+  anom_err err;
+} net;
+
+void net_init(net *nt, const char *prefix, int c, int h, int w);
+void net_free(net *nt);
+
+/* Append layers. Each returns 0, or sets nt->failed and returns non-zero. */
+int net_conv(net *nt, const char *name, int oc, int k, int stride, int pad, int bias);
+int net_convt(net *nt, const char *name, int oc, int k, int stride, int pad, int bias);
+int net_batchnorm(net *nt, const char *name, float eps);
+int net_leaky_relu(net *nt, const char *name, float slope);
+int net_relu(net *nt, const char *name);
+int net_tanh(net *nt, const char *name);
+int net_sigmoid(net *nt, const char *name);
+
+/* Output shape of layer i (i == -1: the net's output; nlayers == 0: input). */
+void net_out_shape(const net *nt, int i, int *c, int *h, int *w);
+
+void net_bind(net *nt, float *params, float *bufs);
+
+/*
+** Tensors of the net, in state_dict order: for i in [0, net_tensor_count),
+** net_tensor fills the full name (prefix included), the shape and a pointer
+** to the data inside the bound blocks. is_buffer tells running statistics
+** from trainable parameters.
+*/
+int net_tensor_count(const net *nt);
+int net_tensor(const net *nt, int i, char *name, size_t name_size, int *ndim,
+               int64_t shape[4], float **data, int *is_buffer);
+
+/* Floats of scratch net_forward needs for a batch of n. */
+size_t net_scratch_floats(const net *nt, int n);
+
+/*
+** Inference: run layers [from, to) on in (n samples of layer from's input
+** shape) into out (n samples of layer to-1's output shape). Batch norm uses
+** the running statistics. scratch holds net_scratch_floats(nt, n) floats.
+*/
+void net_forward(const net *nt, int from, int to, int n, const float *in,
+                 float *out, float *scratch);
+
+#endif /* ANOM_NET_H */
