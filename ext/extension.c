@@ -1,0 +1,45 @@
+/*
+** extension.c - sqlite-anomaly's entry point.
+**
+**   .load ./anomaly
+**   SELECT anomaly_version();
+**
+** Registers the functions (functions.c) and the anomaly_models registry
+** (models_vtab.c) on a connection. The library stays loaded for the life of
+** the process (SQLITE_OK_LOAD_PERMANENTLY), since parsed models are shared
+** between connections through model_cache.c.
+*/
+#include "anomaly_ext.h"
+SQLITE_EXTENSION_INIT1
+
+#include "core/image.h"
+
+#include <string.h>
+
+#ifdef _WIN32
+__declspec(dllexport)
+#endif
+__attribute__((visibility("default")))
+int sqlite3_anomaly_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
+  SQLITE_EXTENSION_INIT2(pApi);
+  if( sqlite3_libversion_number() < 3031000 ){
+    *pzErrMsg = sqlite3_mprintf("sqlite-anomaly needs SQLite 3.31 or later, found %s",
+                                sqlite3_libversion());
+    return SQLITE_ERROR;
+  }
+  anom_conn *cn = anom_calloc(1, sizeof(*cn));
+  if( !cn ) return SQLITE_NOMEM;
+  cn->db = db;
+  cn->max_pixels = IMAGE_DEFAULT_MAX_PIXELS;
+  model_limits_default(&cn->limits);
+  /* the anomaly_models module owns cn: SQLite frees it when the connection
+  ** closes (or at once, should registering the module fail) */
+  int rc = anom_register_models_vtab(db, cn);
+  if( rc == SQLITE_OK ) rc = anom_register_functions(db, cn);
+  if( rc != SQLITE_OK ){
+    *pzErrMsg = sqlite3_mprintf("sqlite-anomaly: registering functions: %s",
+                                sqlite3_errmsg(db));
+    return rc;
+  }
+  return SQLITE_OK_LOAD_PERMANENTLY;
+}

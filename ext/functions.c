@@ -1,0 +1,338 @@
+/*
+** functions.c - the SQL functions that read models and score images.
+**
+**   anomaly_version()                  -> 'v0.1.0'
+**   anomaly_model_from_file(path)      -> BLOB   the validated model file
+**   anomaly_model_info(model_blob)     -> JSON   what the model is
+**   anomaly_score(image, model)        -> REAL   the method's anomaly score
+**   anomaly_scores(image, model)       -> JSON   the score and every part
+**   anomaly_config(key [, value])      -> INT    per-connection limits
+**
+** image is a PNG, JPEG, BMP, GIF or PNM BLOB; model is a name in
+** anomaly_models. A NULL image gives NULL. The model is looked up once per
+** statement and kept as the argument's auxdata, with a scratch buffer sized
+** for it, so scoring a table allocates nothing per row beyond the decode.
+** Errors name the function and say what to do.
+*/
+#include "anomaly_ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include "core/image.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* What a statement keeps for one model argument. */
+typedef struct stmt_model {
+  cached_model *cm;   /* reference into the process-wide cache */
+  float *x;           /* (C, H, W) input tensor */
+  float *work;        /* model_work_floats(m, 1) */
+} stmt_model;
+
+static void stmt_model_free(void *p) {
+  stmt_model *sm = p;
+  if( !sm ) return;
+  cache_release(sm->cm);
+  anom_free(sm->x);
+  anom_free(sm->work);
+  anom_free(sm);
+}
+
+static const char *type_name(int t) {
+  switch( t ){
+    case SQLITE_INTEGER: return "INTEGER";
+    case SQLITE_FLOAT: return "REAL";
+    case SQLITE_TEXT: return "TEXT";
+    case SQLITE_BLOB: return "BLOB";
+    default: return "NULL";
+  }
+}
+
+static void result_anom_error(sqlite3_context *ctx, const char *fn, int rc,
+                              const char *msg) {
+  if( rc == ANOM_ENOMEM ){ sqlite3_result_error_nomem(ctx); return; }
+  char *z = sqlite3_mprintf("%s: %s", fn, msg);
+  if( !z ){ sqlite3_result_error_nomem(ctx); return; }
+  sqlite3_result_error(ctx, z, -1);
+  sqlite3_free(z);
+}
+
+/*
+** The model named by argv[i] for this statement: from auxdata, or looked up
+** in the registry and prepared. On failure the error is set on ctx and
+** NULL returned. The caller must pass a fresh one to sqlite3_set_auxdata
+** (*fresh set) after using it.
+*/
+static stmt_model *resolve_model(sqlite3_context *ctx, const char *fn,
+                                 sqlite3_value **argv, int i, int *fresh) {
+  *fresh = 0;
+  stmt_model *sm = sqlite3_get_auxdata(ctx, i);
+  if( sm ) return sm;
+  if( sqlite3_value_type(argv[i]) != SQLITE_TEXT ){
+    char *z = sqlite3_mprintf("%s: model must be the TEXT name of a model in "
+                              "anomaly_models, got %s", fn,
+                              type_name(sqlite3_value_type(argv[i])));
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+    return NULL;
+  }
+  const char *name = (const char *)sqlite3_value_text(argv[i]);
+  anom_conn *cn = sqlite3_user_data(ctx);
+  cached_model *cm;
+  char *zerr;
+  int rc = anom_registry_acquire(sqlite3_context_db_handle(ctx), name, &cn->limits,
+                                 &cm, &zerr);
+  if( rc || !cm ){
+    char *z;
+    if( zerr ) z = sqlite3_mprintf("%s: %s", fn, zerr);
+    else if( rc ) z = sqlite3_mprintf("%s: reading anomaly_models: %s", fn,
+                                      sqlite3_errmsg(sqlite3_context_db_handle(ctx)));
+    else z = sqlite3_mprintf("%s: no model named '%s' (SELECT name FROM "
+                             "anomaly_models lists them)", fn, name);
+    if( rc == SQLITE_NOMEM || !z ) sqlite3_result_error_nomem(ctx);
+    else sqlite3_result_error(ctx, z, -1);
+    sqlite3_free(z);
+    sqlite3_free(zerr);
+    return NULL;
+  }
+  const anom_model *m = cm->model;
+  sm = anom_calloc(1, sizeof(*sm));
+  if( sm ){
+    sm->cm = cm;
+    sm->x = anom_malloc((size_t)m->channels * m->height * m->width * sizeof(float));
+    sm->work = anom_malloc(model_work_floats(m, 1) * sizeof(float));
+  }
+  if( !sm || !sm->x || !sm->work ){
+    if( sm ) stmt_model_free(sm);
+    else cache_release(cm);
+    sqlite3_result_error_nomem(ctx);
+    return NULL;
+  }
+  *fresh = 1;
+  return sm;
+}
+
+/* Decode argv[0] and score it; 1 when a result (error or NULL) is set. */
+static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **argv,
+                       stmt_model *sm, score_result *r) {
+  anom_conn *cn = sqlite3_user_data(ctx);
+  const anom_model *m = sm->cm->model;
+  int t = sqlite3_value_type(argv[0]);
+  if( t == SQLITE_NULL ){ sqlite3_result_null(ctx); return 1; }
+  if( t != SQLITE_BLOB ){
+    char *z = sqlite3_mprintf("%s: image must be a BLOB (PNG, JPEG, BMP, GIF or "
+                              "PNM), got %s", fn, type_name(t));
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+    return 1;
+  }
+  const void *blob = sqlite3_value_blob(argv[0]);
+  size_t n = (size_t)sqlite3_value_bytes(argv[0]);
+  image_u8 im;
+  anom_err e;
+  anom_err_clear(&e);
+  int rc = image_decode(&im, blob, n, cn->max_pixels, &e);
+  if( rc == ANOM_OK ){
+    rc = image_to_tensor(sm->x, &im, m->width, m->height, m->channels, m->fit, &e);
+    image_free(&im);
+  }
+  if( rc == ANOM_OK ) rc = model_score(m, 1, sm->x, sm->work, r, NULL, &e);
+  if( rc ){
+    result_anom_error(ctx, fn, rc, e.msg);
+    return 1;
+  }
+  return 0;
+}
+
+static void scoreFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  int fresh;
+  stmt_model *sm = resolve_model(ctx, "anomaly_score", argv, 1, &fresh);
+  if( !sm ) return;
+  score_result r;
+  if( !score_image(ctx, "anomaly_score", argv, sm, &r) )
+    sqlite3_result_double(ctx, r.score);
+  if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
+}
+
+static void scoresFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  int fresh;
+  stmt_model *sm = resolve_model(ctx, "anomaly_scores", argv, 1, &fresh);
+  if( !sm ) return;
+  score_result r;
+  if( !score_image(ctx, "anomaly_scores", argv, sm, &r) ){
+    cJSON *j = cJSON_CreateObject();
+    char *s = NULL;
+    if( j ){
+      cJSON_AddNumberToObject(j, "score", r.score);
+      for(int i = 0; i < r.nparts; i++) cJSON_AddNumberToObject(j, r.part_name[i], r.part[i]);
+      s = cJSON_PrintUnformatted(j);
+      cJSON_Delete(j);
+    }
+    if( s ){
+      sqlite3_result_text(ctx, s, -1, SQLITE_TRANSIENT);
+      sqlite3_result_subtype(ctx, 'J');
+      cJSON_free(s);
+    }else{
+      sqlite3_result_error_nomem(ctx);
+    }
+  }
+  if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
+}
+
+static void versionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc; (void)argv;
+  sqlite3_result_text(ctx, "v" ANOM_VERSION, -1, SQLITE_STATIC);
+}
+
+/* Validate blob as a model; on failure set the error on ctx and return 1. */
+static int check_model_blob(sqlite3_context *ctx, const char *fn, const void *blob,
+                            size_t n, anom_model **out) {
+  anom_conn *cn = sqlite3_user_data(ctx);
+  anom_err e;
+  anom_err_clear(&e);
+  int rc = model_load(out, blob, n, &cn->limits, &e);
+  if( rc ){
+    char msg[ANOM_ERR_MAX + 32];
+    snprintf(msg, sizeof(msg), "invalid model: %s", e.msg);
+    result_anom_error(ctx, fn, rc, msg);
+    return 1;
+  }
+  return 0;
+}
+
+static void modelFromFileFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  const char *fn = "anomaly_model_from_file";
+  anom_conn *cn = sqlite3_user_data(ctx);
+  if( sqlite3_value_type(argv[0]) == SQLITE_NULL ){ sqlite3_result_null(ctx); return; }
+  const char *path = (const char *)sqlite3_value_text(argv[0]);
+  if( !path ){ sqlite3_result_error_nomem(ctx); return; }
+  FILE *f = fopen(path, "rb");
+  if( !f ){
+    char *z = sqlite3_mprintf("%s: cannot open '%s': %s", fn, path, strerror(errno));
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+    return;
+  }
+  unsigned char *buf = NULL;
+  long size = -1;
+  if( fseek(f, 0, SEEK_END) == 0 ) size = ftell(f);
+  int limit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
+  if( size < 0 || fseek(f, 0, SEEK_SET) != 0 ){
+    char *z = sqlite3_mprintf("%s: cannot read '%s' (not a regular file?)", fn, path);
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+  }else if( (unsigned long)size > cn->limits.max_bytes || size > limit ){
+    sqlite3_result_error_toobig(ctx);
+  }else if( !(buf = sqlite3_malloc64(size ? (sqlite3_uint64)size : 1)) ){
+    sqlite3_result_error_nomem(ctx);
+  }else if( fread(buf, 1, (size_t)size, f) != (size_t)size ){
+    char *z = sqlite3_mprintf("%s: short read from '%s'", fn, path);
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+  }else{
+    anom_model *m;
+    if( !check_model_blob(ctx, fn, buf, (size_t)size, &m) ){
+      model_free(m);
+      sqlite3_result_blob(ctx, buf, (int)size, sqlite3_free);
+      buf = NULL;
+    }
+  }
+  sqlite3_free(buf);
+  fclose(f);
+}
+
+static void modelInfoFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  const char *fn = "anomaly_model_info";
+  int t = sqlite3_value_type(argv[0]);
+  if( t == SQLITE_NULL ){ sqlite3_result_null(ctx); return; }
+  if( t != SQLITE_BLOB ){
+    char *z = sqlite3_mprintf("%s: model must be a BLOB (the bytes of a model "
+                              "file), got %s", fn, type_name(t));
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+    return;
+  }
+  const void *b = sqlite3_value_blob(argv[0]);
+  size_t n = (size_t)sqlite3_value_bytes(argv[0]);
+  anom_model *m;
+  if( check_model_blob(ctx, fn, b, n, &m) ) return;
+  cJSON *j = model_info(m);
+  char *s = NULL;
+  if( j ){
+    cJSON_AddNumberToObject(j, "bytes", (double)n);
+    s = cJSON_PrintUnformatted(j);
+  }
+  cJSON_Delete(j);
+  model_free(m);
+  if( !s ){ sqlite3_result_error_nomem(ctx); return; }
+  sqlite3_result_text(ctx, s, -1, SQLITE_TRANSIENT);
+  sqlite3_result_subtype(ctx, 'J');
+  cJSON_free(s);
+}
+
+/* anomaly_config(key [, value]): read or set a per-connection limit. */
+static void configFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  anom_conn *cn = sqlite3_user_data(ctx);
+  const char *key = (const char *)sqlite3_value_text(argv[0]);
+  long long *slot = NULL, lo = 1, hi = 0;
+  long long model_bytes = (long long)cn->limits.max_bytes;
+  if( key && strcmp(key, "max_pixels") == 0 ){
+    slot = &cn->max_pixels; hi = (long long)1 << 40;
+  }else if( key && strcmp(key, "max_model_bytes") == 0 ){
+    slot = &model_bytes; hi = (long long)1 << 40;
+  }else{
+    char *z = sqlite3_mprintf("anomaly_config: unknown key '%s' (known: max_pixels, "
+                              "max_model_bytes)", key ? key : "NULL");
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+    return;
+  }
+  if( argc == 2 ){
+    if( sqlite3_value_type(argv[1]) != SQLITE_INTEGER
+        || sqlite3_value_int64(argv[1]) < lo || sqlite3_value_int64(argv[1]) > hi ){
+      char *z = sqlite3_mprintf("anomaly_config: '%s' must be an integer from %lld "
+                                "to %lld", key, lo, hi);
+      sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+      sqlite3_free(z);
+      return;
+    }
+    *slot = sqlite3_value_int64(argv[1]);
+    cn->limits.max_bytes = (size_t)model_bytes;
+  }
+  sqlite3_result_int64(ctx, *slot);
+}
+
+typedef struct func_def {
+  const char *name;
+  int nargs;
+  int flags;
+  void (*fn)(sqlite3_context *, int, sqlite3_value **);
+} func_def;
+
+int anom_register_functions(sqlite3 *db, anom_conn *cn) {
+  /* Flags. Scoring reads the registry, which changes: not DETERMINISTIC.
+  ** Rationale for DIRECTONLY: anomaly_model_from_file reads files and
+  ** anomaly_config changes limits; an attacker who controls a database
+  ** schema must not reach them from a view or trigger. */
+  static const func_def defs[] = {
+    {"anomaly_version", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, versionFunc},
+    {"anomaly_model_from_file", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, modelFromFileFunc},
+    {"anomaly_model_info", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, modelInfoFunc},
+    {"anomaly_score", 2, SQLITE_UTF8, scoreFunc},
+    {"anomaly_scores", 2, SQLITE_UTF8, scoresFunc},
+    {"anomaly_config", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
+    {"anomaly_config", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
+  };
+  for(size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++){
+    int rc = sqlite3_create_function_v2(db, defs[i].name, defs[i].nargs, defs[i].flags,
+                                        cn, defs[i].fn, 0, 0, 0);
+    if( rc ) return rc;
+  }
+  return SQLITE_OK;
+}

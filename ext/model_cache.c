@@ -1,0 +1,162 @@
+/*
+** model_cache.c - parsed models shared by every connection of the process.
+**
+** Parsing and validating a model costs far more than scoring one image, so
+** a model is parsed once and kept, keyed by a 128-bit hash of its bytes. A
+** statement takes a reference for as long as it runs (see functions.c); a
+** model whose row changes is marked stale and freed when its last user lets
+** go. Up to CACHE_IDLE unused models are kept for the next statement, the
+** least recently used dropped first. A key is computed from the bytes every
+** time a statement starts, so a row rewritten behind the registry's back (by
+** another process, or a hand-edited database) is never served from a stale
+** entry.
+*/
+#include "anomaly_ext.h"
+SQLITE_EXTENSION_INIT3
+
+#include <pthread.h>
+#include <string.h>
+
+#define CACHE_IDLE 4
+
+static pthread_mutex_t cache_mutex = PTHREAD_MUTEX_INITIALIZER;
+static cached_model *cache_head;  /* guarded by cache_mutex */
+static uint64_t cache_clock;      /* guarded by cache_mutex */
+
+/* Two independent 64-bit multiply-xorshift lanes over 8-byte words. */
+static void hash_bytes(const void *buf, size_t n, uint64_t key[2]) {
+  const unsigned char *p = buf;
+  uint64_t a = 0x243f6a8885a308d3ULL ^ n, b = 0x13198a2e03707344ULL + n;
+  size_t i = 0;
+  for(; i + 8 <= n; i += 8){
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    a = (a ^ w) * 0x9e3779b97f4a7c15ULL;
+    a ^= a >> 29;
+    b = (b + w) * 0xbf58476d1ce4e5b9ULL;
+    b ^= b >> 31;
+  }
+  for(; i < n; i++){
+    a = (a ^ p[i]) * 0x100000001b3ULL;
+    b = (b + p[i]) * 0x94d049bb133111ebULL;
+  }
+  a ^= a >> 33; a *= 0xff51afd7ed558ccdULL; a ^= a >> 33;
+  b ^= b >> 33; b *= 0xc4ceb9fe1a85ec53ULL; b ^= b >> 33;
+  key[0] = a;
+  key[1] = b;
+}
+
+static cached_model *find_locked(const uint64_t key[2], size_t n) {
+  for(cached_model *c = cache_head; c; c = c->next)
+    if( !c->stale && c->nbytes == n && c->key[0] == key[0] && c->key[1] == key[1] )
+      return c;
+  return NULL;
+}
+
+static void unlink_locked(cached_model *c) {
+  for(cached_model **pp = &cache_head; *pp; pp = &(*pp)->next){
+    if( *pp == c ){ *pp = c->next; return; }
+  }
+}
+
+/* Free idle entries beyond CACHE_IDLE, oldest first. Returns a list to free
+** outside the lock. */
+static cached_model *trim_locked(void) {
+  cached_model *dead = NULL;
+  for(;;){
+    int idle = 0;
+    cached_model *oldest = NULL;
+    for(cached_model *c = cache_head; c; c = c->next){
+      if( c->refs ) continue;
+      if( c->stale ){ oldest = c; idle = CACHE_IDLE + 1; break; }
+      idle++;
+      if( !oldest || c->last_use < oldest->last_use ) oldest = c;
+    }
+    if( idle <= CACHE_IDLE || !oldest ) return dead;
+    unlink_locked(oldest);
+    oldest->next = dead;
+    dead = oldest;
+  }
+}
+
+static void free_list(cached_model *c) {
+  while( c ){
+    cached_model *next = c->next;
+    model_free(c->model);
+    anom_free(c);
+    c = next;
+  }
+}
+
+int cache_acquire(const void *blob, size_t n, const model_limits *lim,
+                  cached_model **out, anom_err *e) {
+  uint64_t key[2];
+  *out = NULL;
+  if( n > lim->max_bytes )
+    return anom_fail(e, ANOM_ETOOBIG, "model is %zu bytes, over the limit of %zu",
+                     n, lim->max_bytes);
+  hash_bytes(blob, n, key);
+  pthread_mutex_lock(&cache_mutex);
+  cached_model *c = find_locked(key, n);
+  if( c ){
+    c->refs++;
+    c->last_use = ++cache_clock;
+    pthread_mutex_unlock(&cache_mutex);
+    *out = c;
+    return ANOM_OK;
+  }
+  pthread_mutex_unlock(&cache_mutex);
+
+  /* Parse outside the lock: other statements need not wait for it. */
+  anom_model *m;
+  int rc = model_load(&m, blob, n, lim, e);
+  if( rc ) return rc;
+  cached_model *fresh = anom_calloc(1, sizeof(*fresh));
+  if( !fresh ){
+    model_free(m);
+    return anom_fail(e, ANOM_ENOMEM, "out of memory");
+  }
+  memcpy(fresh->key, key, sizeof(key));
+  fresh->nbytes = n;
+  fresh->model = m;
+  fresh->refs = 1;
+
+  pthread_mutex_lock(&cache_mutex);
+  c = find_locked(key, n);   /* another thread may have loaded it meanwhile */
+  if( c ){
+    c->refs++;
+    c->last_use = ++cache_clock;
+  }else{
+    c = fresh;
+    fresh = NULL;
+    c->last_use = ++cache_clock;
+    c->next = cache_head;
+    cache_head = c;
+  }
+  cached_model *dead = trim_locked();
+  pthread_mutex_unlock(&cache_mutex);
+  free_list(fresh);
+  free_list(dead);
+  *out = c;
+  return ANOM_OK;
+}
+
+void cache_release(cached_model *c) {
+  if( !c ) return;
+  pthread_mutex_lock(&cache_mutex);
+  c->refs--;
+  cached_model *dead = trim_locked();
+  pthread_mutex_unlock(&cache_mutex);
+  free_list(dead);
+}
+
+void cache_forget(const void *blob, size_t n) {
+  uint64_t key[2];
+  hash_bytes(blob, n, key);
+  pthread_mutex_lock(&cache_mutex);
+  cached_model *c = find_locked(key, n);
+  if( c ) c->stale = 1;
+  cached_model *dead = trim_locked();
+  pthread_mutex_unlock(&cache_mutex);
+  free_list(dead);
+}

@@ -1,0 +1,407 @@
+/*
+** test_sql.c - the extension through SQL, loaded as users load it.
+**
+** Opens connections with Debian's libsqlite3, loads ./anomaly and checks:
+** scores against the PyTorch golden outputs, the registry (persistence,
+** second connection, replace, delete, rollback, export, the cache following
+** a replaced model), and the exact error of every bad input of
+** ../shared/eval.md section 3. Run from the repository root.
+*/
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/image.h"
+#include "core/safetensors.h"
+
+#define TINY "tests/data/tiny-ganomaly.safetensors"
+#define TINY64 "tests/data/tiny64rgb-ganomaly.safetensors"
+#define DBFILE "build/test-registry.db"
+
+static sqlite3 *open_db(const char *path) {
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_enable_load_extension(db, 1);
+  char *err = NULL;
+  int rc = sqlite3_load_extension(db, "./anomaly", NULL, &err);
+  if( rc ) fprintf(stderr, "load: %s\n", err);
+  assert_int_equal(rc, SQLITE_OK);
+  sqlite3_enable_load_extension(db, 0);
+  return db;
+}
+
+static void exec_ok(sqlite3 *db, const char *sql) {
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, 0, 0, &err);
+  if( rc ) fprintf(stderr, "sql: %s\nerror: %s\n", sql, err);
+  sqlite3_free(err);
+  assert_int_equal(rc, SQLITE_OK);
+}
+
+/* Run sql, which must fail with a message containing expect. */
+static void exec_err(sqlite3 *db, const char *sql, const char *expect) {
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, 0, 0, &err);
+  if( rc == SQLITE_OK || !err || !strstr(err, expect) )
+    fprintf(stderr, "sql: %s\nexpected error: %s\ngot (rc %d): %s\n", sql, expect, rc,
+            err ? err : "(none)");
+  assert_int_not_equal(rc, SQLITE_OK);
+  assert_non_null(err);
+  assert_non_null(strstr(err, expect));
+  sqlite3_free(err);
+}
+
+/* A prepared statement with blob bound to ?1, stepped to its first row. */
+static sqlite3_stmt *query(sqlite3 *db, const char *sql, const void *blob, int n) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, 0);
+  if( rc ) fprintf(stderr, "prepare %s: %s\n", sql, sqlite3_errmsg(db));
+  assert_int_equal(rc, SQLITE_OK);
+  if( blob ) sqlite3_bind_blob(st, 1, blob, n, SQLITE_TRANSIENT);
+  rc = sqlite3_step(st);
+  if( rc != SQLITE_ROW ) fprintf(stderr, "step %s: %s\n", sql, sqlite3_errmsg(db));
+  assert_int_equal(rc, SQLITE_ROW);
+  return st;
+}
+
+static double query_double(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = query(db, sql, NULL, 0);
+  double v = sqlite3_column_double(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static long long query_int(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = query(db, sql, NULL, 0);
+  long long v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+/* Run sql with blob as ?1; it must fail with expect in the message. */
+static void blob_err(sqlite3 *db, const char *sql, const void *blob, int n,
+                     const char *expect) {
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, 0), SQLITE_OK);
+  sqlite3_bind_blob(st, 1, blob, n, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(st);
+  const char *msg = sqlite3_errmsg(db);
+  if( rc == SQLITE_ROW || rc == SQLITE_DONE || !strstr(msg, expect) )
+    fprintf(stderr, "sql: %s\nexpected error: %s\ngot (rc %d): %s\n", sql, expect, rc, msg);
+  assert_true(rc != SQLITE_ROW && rc != SQLITE_DONE);
+  assert_non_null(strstr(msg, expect));
+  sqlite3_finalize(st);
+}
+
+static unsigned char *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *buf = malloc((size_t)size);
+  assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+  fclose(f);
+  *n = (size_t)size;
+  return buf;
+}
+
+/* The golden inputs as PNG BLOBs in photos(id, image), and the golden
+** scores and recon_l1 of the PyTorch reference. */
+typedef struct golden_set {
+  int n;
+  double score[8], recon_l1[8];
+} golden_set;
+
+static void load_photos(sqlite3 *db, const char *table, const char *golden_path,
+                        golden_set *gs) {
+  size_t ng;
+  unsigned char *gb = slurp(golden_path, &ng);
+  st_file g;
+  anom_err e;
+  assert_int_equal(st_parse(&g, gb, ng, NULL, &e), ANOM_OK);
+  const st_tensor *tu = st_find(&g, "input_u8"), *ts = st_find(&g, "score");
+  const st_tensor *tl = st_find(&g, "recon_l1");
+  int n = (int)tu->shape[0], c = (int)tu->shape[1], h = (int)tu->shape[2], w = (int)tu->shape[3];
+  float *u = malloc((size_t)tu->numel * sizeof(float));
+  float s[8], l1[8];
+  st_read_f32(tu, NULL, 0, u, &e);
+  st_read_f32(ts, NULL, 0, s, &e);
+  st_read_f32(tl, NULL, 0, l1, &e);
+  char sql[200];
+  snprintf(sql, sizeof(sql), "CREATE TABLE %s(id INTEGER PRIMARY KEY, image BLOB)", table);
+  exec_ok(db, sql);
+  snprintf(sql, sizeof(sql), "INSERT INTO %s(id, image) VALUES (?1, ?2)", table);
+  unsigned char *px = malloc((size_t)c * h * w);
+  for(int i = 0; i < n; i++){
+    for(int ch = 0; ch < c; ch++)
+      for(int k = 0; k < h * w; k++)
+        px[(size_t)k * c + ch] = (unsigned char)u[((size_t)i * c + ch) * h * w + k];
+    unsigned char *png;
+    size_t npng;
+    assert_int_equal(image_encode_png(&png, &npng, px, w, h, c, &e), ANOM_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, 0), SQLITE_OK);
+    sqlite3_bind_int(st, 1, i + 1);
+    sqlite3_bind_blob(st, 2, png, (int)npng, SQLITE_TRANSIENT);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    anom_free(png);
+    gs->score[i] = s[i];
+    gs->recon_l1[i] = l1[i];
+  }
+  gs->n = n;
+  free(px);
+  free(u);
+  st_free(&g);
+  free(gb);
+}
+
+static void register_model(sqlite3 *db, const char *name, const char *path) {
+  char sql[300];
+  snprintf(sql, sizeof(sql), "INSERT INTO anomaly_models(name, model) VALUES "
+           "('%s', anomaly_model_from_file('%s'))", name, path);
+  exec_ok(db, sql);
+}
+
+/* Scores through SQL of the model called name over table must equal gs. */
+static double check_scores(sqlite3 *db, const char *table, const char *name,
+                           const golden_set *gs) {
+  char sql[300];
+  snprintf(sql, sizeof(sql), "SELECT id, anomaly_score(image, '%s'), "
+           "anomaly_scores(image, '%s') ->> 'recon_l1' FROM %s ORDER BY id",
+           name, name, table);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, 0), SQLITE_OK);
+  int i = 0;
+  double worst = 0;
+  while( sqlite3_step(st) == SQLITE_ROW ){
+    double s = sqlite3_column_double(st, 1), l1 = sqlite3_column_double(st, 2);
+    double es = fabs(s - gs->score[i]) / fmax(1, fabs(gs->score[i]));
+    double el = fabs(l1 - gs->recon_l1[i]) / fmax(1, fabs(gs->recon_l1[i]));
+    if( es > worst ) worst = es;
+    if( el > worst ) worst = el;
+    i++;
+  }
+  assert_int_equal(sqlite3_finalize(st), SQLITE_OK);
+  assert_int_equal(i, gs->n);
+  assert_true(worst <= 1e-4);
+  return worst;
+}
+
+static void test_version_and_golden(void **state) {
+  (void)state;
+  sqlite3 *db = open_db(":memory:");
+  sqlite3_stmt *st = query(db, "SELECT anomaly_version()", NULL, 0);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "v" ANOM_VERSION);
+  sqlite3_finalize(st);
+  golden_set g1, g2;
+  load_photos(db, "photos", "tests/data/golden-tiny.safetensors", &g1);
+  load_photos(db, "photos64", "tests/data/golden-tiny64rgb.safetensors", &g2);
+  register_model(db, "tiles", TINY);
+  register_model(db, "rgb", TINY64);
+  double e1 = check_scores(db, "photos", "tiles", &g1);
+  double e2 = check_scores(db, "photos64", "rgb", &g2);
+  printf("# golden scores through SQL: max relative error %.2e (tiny), %.2e (tiny64rgb)\n",
+         e1, e2);
+  /* the registry's columns */
+  st = query(db, "SELECT name, method, width, height, channels, params, threshold, "
+                 "info ->> 'hparams' ->> 'nz', created FROM anomaly_models WHERE name = 'tiles'",
+             NULL, 0);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "tiles");
+  assert_string_equal((const char *)sqlite3_column_text(st, 1), "ganomaly");
+  assert_int_equal(sqlite3_column_int(st, 2), 32);
+  assert_int_equal(sqlite3_column_int(st, 3), 32);
+  assert_int_equal(sqlite3_column_int(st, 4), 1);
+  /* tiny: enc 1*8*16 + 8*16*16 + 16*32*16 + 32*16*16 + BN 2*(16+32) twice,
+  ** dec 16*32*16 + 32*16*16 + 16*8*16 + 8*1*16 + BN 2*(32+16+8),
+  ** D 128 + 2048 + 8192 + 32*1*16 + BN 2*(16+32) */
+  long long enc = 128 + 2048 + 8192 + 8192 + 96;
+  long long dec = 8192 + 8192 + 2048 + 128 + 112;
+  long long d = 128 + 2048 + 8192 + 512 + 96;
+  assert_int_equal(sqlite3_column_int64(st, 5), 2 * enc + dec + d);
+  assert_int_equal(sqlite3_column_type(st, 6), SQLITE_NULL);
+  assert_int_equal(sqlite3_column_int(st, 7), 16);
+  assert_string_equal((const char *)sqlite3_column_text(st, 8), "2026-01-01T00:00:00Z");
+  sqlite3_finalize(st);
+  /* an RGB image scored by a grey model is converted: same score as grey */
+  exec_ok(db, "CREATE TABLE grey AS SELECT 1 AS id, image FROM photos WHERE id = 1");
+  double sg = query_double(db, "SELECT anomaly_score(image, 'tiles') FROM photos WHERE id = 2");
+  double sr = query_double(db, "SELECT anomaly_score(image, 'tiles') FROM photos64 WHERE id = 2");
+  assert_true(isfinite(sg) && isfinite(sr));
+  sqlite3_close(db);
+}
+
+static void test_registry(void **state) {
+  (void)state;
+  unlink(DBFILE);
+  sqlite3 *db = open_db(DBFILE);
+  golden_set g1, g2;
+  load_photos(db, "photos", "tests/data/golden-tiny.safetensors", &g1);
+  load_photos(db, "photos64", "tests/data/golden-tiny64rgb.safetensors", &g2);
+  /* empty registry before the first INSERT: no backing table yet */
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models"), 0);
+  exec_err(db, "SELECT anomaly_score(image, 'tilez') FROM photos",
+           "anomaly_score: no model named 'tilez' (SELECT name FROM anomaly_models lists them)");
+  register_model(db, "tiles", TINY);
+  exec_err(db, "INSERT INTO anomaly_models(name, model) VALUES ('tiles', "
+               "anomaly_model_from_file('" TINY "'))",
+           "anomaly_models: a model named 'tiles' exists already (use INSERT OR REPLACE, "
+           "or DELETE it first)");
+  /* rollback undoes a registration */
+  exec_ok(db, "BEGIN");
+  register_model(db, "other", TINY);
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models"), 2);
+  exec_ok(db, "ROLLBACK");
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models"), 1);
+  sqlite3_close(db);
+
+  /* persistence: a new connection on the reopened file scores the same */
+  db = open_db(DBFILE);
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models WHERE name = 'tiles'"), 1);
+  check_scores(db, "photos", "tiles", &g1);
+  /* export: the hidden model column gives the file's bytes back */
+  size_t n;
+  unsigned char *file = slurp(TINY, &n);
+  sqlite3_stmt *st = query(db, "SELECT model FROM anomaly_models WHERE name = 'tiles'", NULL, 0);
+  assert_int_equal(sqlite3_column_bytes(st, 0), (int)n);
+  assert_memory_equal(sqlite3_column_blob(st, 0), file, n);
+  sqlite3_finalize(st);
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models WHERE model IS NULL"), 0);
+
+  /* a second connection sees it, and follows a replacement */
+  sqlite3 *db2 = open_db(DBFILE);
+  check_scores(db2, "photos", "tiles", &g1);
+  exec_ok(db, "INSERT OR REPLACE INTO anomaly_models(name, model) VALUES ('tiles', "
+              "anomaly_model_from_file('" TINY64 "'))");
+  assert_int_equal(query_int(db2, "SELECT width FROM anomaly_models WHERE name = 'tiles'"), 64);
+  assert_int_equal(query_int(db2, "SELECT channels FROM anomaly_models"), 3);
+  check_scores(db2, "photos64", "tiles", &g2);
+  check_scores(db, "photos64", "tiles", &g2);
+  /* delete */
+  exec_ok(db, "DELETE FROM anomaly_models WHERE name = 'tiles'");
+  assert_int_equal(query_int(db2, "SELECT count(*) FROM anomaly_models"), 0);
+  exec_err(db2, "SELECT anomaly_score(image, 'tiles') FROM photos",
+           "anomaly_score: no model named 'tiles'");
+  /* UPDATE and derived columns are refused */
+  register_model(db, "tiles", TINY);
+  exec_err(db, "UPDATE anomaly_models SET name = 'x'",
+           "anomaly_models: UPDATE is not supported");
+  exec_err(db, "INSERT INTO anomaly_models(name, method, model) VALUES ('y', 'ganomaly', "
+               "anomaly_model_from_file('" TINY "'))",
+           "anomaly_models: column 'method' is read from the model; insert only name and model");
+  exec_err(db, "INSERT INTO anomaly_models(name, model) VALUES (NULL, "
+               "anomaly_model_from_file('" TINY "'))",
+           "anomaly_models: name must be a non-empty text");
+  exec_err(db, "INSERT INTO anomaly_models(name, model) VALUES ('z', NULL)",
+           "anomaly_models: model must be a BLOB");
+  exec_err(db, "INSERT INTO anomaly_models(name, model) VALUES ('z', x'00112233')",
+           "anomaly_models: invalid model 'z':");
+  free(file);
+  sqlite3_close(db2);
+
+  /* a hostile database: the stored bytes overwritten behind the registry */
+  exec_ok(db, "UPDATE anomaly_models_data SET model = substr(model, 1, 5000) WHERE name = 'tiles'");
+  exec_err(db, "SELECT anomaly_score(image, 'tiles') FROM photos",
+           "anomaly_score: the stored model 'tiles' is invalid:");
+  exec_ok(db, "UPDATE anomaly_models_data SET model = 'text' WHERE name = 'tiles'");
+  exec_err(db, "SELECT anomaly_score(image, 'tiles') FROM photos",
+           "anomaly_score: the stored model 'tiles' is invalid:");
+  sqlite3_close(db);
+  unlink(DBFILE);
+}
+
+/* Bad inputs (eval.md section 3): each a clear error naming the function. */
+static void test_bad_inputs(void **state) {
+  (void)state;
+  sqlite3 *db = open_db(":memory:");
+  golden_set g;
+  load_photos(db, "photos", "tests/data/golden-tiny.safetensors", &g);
+  register_model(db, "tiles", TINY);
+  /* NULL in, NULL out */
+  assert_int_equal(query_int(db, "SELECT anomaly_score(NULL, 'tiles') IS NULL"), 1);
+  assert_int_equal(query_int(db, "SELECT anomaly_scores(NULL, 'tiles') IS NULL"), 1);
+  exec_err(db, "SELECT anomaly_score(x'', 'tiles')", "anomaly_score: empty blob");
+  exec_err(db, "SELECT anomaly_score('a.png', 'tiles')",
+           "anomaly_score: image must be a BLOB (PNG, JPEG, BMP, GIF or PNM), got TEXT");
+  exec_err(db, "SELECT anomaly_score(42, 'tiles')", "got INTEGER");
+  exec_err(db, "SELECT anomaly_score(x'68656c6c6f', 'tiles')",
+           "anomaly_score: not a supported image");
+  exec_err(db, "SELECT anomaly_score(image, NULL) FROM photos",
+           "anomaly_score: model must be the TEXT name of a model in anomaly_models, got NULL");
+  exec_err(db, "SELECT anomaly_scores(image, 'nope') FROM photos",
+           "anomaly_scores: no model named 'nope'");
+  /* truncated PNG */
+  sqlite3_stmt *st = query(db, "SELECT image FROM photos WHERE id = 3", NULL, 0);
+  int n = sqlite3_column_bytes(st, 0);
+  unsigned char *png = malloc((size_t)n);
+  memcpy(png, sqlite3_column_blob(st, 0), (size_t)n);
+  sqlite3_finalize(st);
+  blob_err(db, "SELECT anomaly_score(?1, 'tiles')", png, n / 2, "anomaly_score: truncated PNG");
+  blob_err(db, "SELECT anomaly_score(?1, 'tiles')", png, n - 6, "anomaly_score: truncated PNG");
+  free(png);
+  /* a header that declares a decompression bomb */
+  exec_ok(db, "SELECT anomaly_config('max_pixels', 100)");
+  exec_err(db, "SELECT anomaly_score(image, 'tiles') FROM photos",
+           "anomaly_score: image is 32x32");
+  exec_ok(db, "SELECT anomaly_config('max_pixels', 67108864)");
+  assert_int_equal(query_int(db, "SELECT anomaly_config('max_pixels')"), 67108864);
+  exec_err(db, "SELECT anomaly_config('max_pixels', -1)",
+           "anomaly_config: 'max_pixels' must be an integer from 1 to");
+  exec_err(db, "SELECT anomaly_config('colour')", "anomaly_config: unknown key 'colour'");
+  /* model files */
+  exec_err(db, "SELECT anomaly_model_from_file('tests/data/no-such.safetensors')",
+           "anomaly_model_from_file: cannot open 'tests/data/no-such.safetensors': No such file");
+  exec_err(db, "SELECT anomaly_model_from_file('tests/data/golden-tiny.safetensors')",
+           "anomaly_model_from_file: invalid model: not a sqlite-anomaly model");
+  exec_err(db, "SELECT anomaly_model_info('x')",
+           "anomaly_model_info: model must be a BLOB (the bytes of a model file), got TEXT");
+  assert_int_equal(query_int(db, "SELECT anomaly_model_info(NULL) IS NULL"), 1);
+  assert_int_equal(query_int(db, "SELECT anomaly_model_info(anomaly_model_from_file('"
+                                 TINY "')) ->> 'params'"), 2 * 18656 + 18672 + 10976);
+  /* corrupt model BLOBs: header length, JSON, offsets, dtype, checksum */
+  size_t nf;
+  unsigned char *file = slurp(TINY, &nf), *bad = malloc(nf);
+  memcpy(bad, file, nf);
+  bad[0] = 0xff; bad[1] = 0xff; bad[2] = 0xff;
+  blob_err(db, "SELECT anomaly_model_info(?1)", bad, (int)nf,
+           "anomaly_model_info: invalid model: header length");
+  memcpy(bad, file, nf);
+  bad[8] = '[';
+  blob_err(db, "SELECT anomaly_model_info(?1)", bad, (int)nf, "anomaly_model_info: invalid model:");
+  memcpy(bad, file, nf);
+  bad[nf - 1] ^= 0x55;   /* a flipped bit in the last weight */
+  blob_err(db, "INSERT INTO anomaly_models(name, model) VALUES ('bad', ?1)", bad, (int)nf,
+           "checksum mismatch");
+  char *hdr = (char *)bad + 8, *p;
+  memcpy(bad, file, nf);
+  assert_non_null(p = strstr(hdr, "\"F32\""));
+  memcpy(p, "\"I32\"", 5);
+  blob_err(db, "SELECT anomaly_model_info(?1)", bad, (int)nf, "I32");
+  memcpy(bad, file, nf);
+  assert_non_null(p = strstr(hdr, "\"data_offsets\":[0,"));
+  memcpy(p + 16, "9", 1);
+  blob_err(db, "SELECT anomaly_model_info(?1)", bad, (int)nf, "anomaly_model_info: invalid model:");
+  blob_err(db, "SELECT anomaly_model_info(?1)", file, 100, "anomaly_model_info: invalid model:");
+  free(bad);
+  free(file);
+  sqlite3_close(db);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_version_and_golden),
+    cmocka_unit_test(test_registry),
+    cmocka_unit_test(test_bad_inputs),
+  };
+  return cmocka_run_group_tests_name("sql", tests, NULL, NULL);
+}
