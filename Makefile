@@ -38,8 +38,9 @@ TCORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/t/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps deps-test test unit sqltest demo bench clean
-all: deps anomaly.so
+.PHONY: all deps deps-test deps-demo test demo bench clean
+all: deps
+	@$(MAKE) --no-print-directory anomaly.so
 
 deps:
 	@scripts/deps.sh $(DEPS_BUILD)
@@ -61,6 +62,14 @@ $(BUILD)/t/%.o: %.c
 $(BUILD)/tests/%: tests/unit/%.c $(TCORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DANOM_TEST -Itests -o $@ $< $(TCORE_OBJ) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+deps-demo:
+	@scripts/deps.sh $(DEPS_BUILD) dataset-fashion-mnist
+
+# the Fashion-MNIST demo: DEMO_CLASS=n picks the normal class, TRAIN=1 trains
+demo: deps-demo
+	@$(MAKE) --no-print-directory anomaly.so
+	@scripts/demo.sh $(if $(TRAIN),train)
 
 test: deps-test anomaly.so $(UNIT_BIN) $(BUILD)/tests/sqltest
 	@BUILD=$(BUILD) sh tests/run.sh $(UNIT_BIN) $(BUILD)/tests/sqltest

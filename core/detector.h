@@ -19,8 +19,10 @@
 
 struct cJSON;
 struct anom_model;
+struct rng;
 
 #define SCORE_MAX_PARTS 8
+#define TRAIN_MAX_LOSSES 8
 
 /* The score of one image and every component the method computes. */
 typedef struct score_result {
@@ -56,6 +58,27 @@ typedef struct detector_ops {
   */
   int (*score)(const struct anom_model *m, int n, const float *x, float *work,
                score_result *out, float *recon, anom_err *e);
+
+  /* ---- training (core/train.c drives these) */
+
+  /* Names of the losses train_step reports, NULL-terminated ("g", "d"...). */
+  const char *const *loss_names;
+
+  /*
+  ** Initialise the weights from r and allocate what training batches of up
+  ** to max_batch images needs (gradients, optimiser moments, activations)
+  ** into *state.
+  */
+  int (*train_begin)(struct anom_model *m, int max_batch, struct rng *r,
+                     void **state, anom_err *e);
+
+  /* One optimisation step on n images x (n, C, H, W); losses[i] receives
+  ** the value of loss_names[i]. */
+  int (*train_step)(struct anom_model *m, void *state, int n, const float *x,
+                    double *losses, anom_err *e);
+
+  /* Free *state (NULL-safe). */
+  void (*train_end)(struct anom_model *m, void *state);
 } detector_ops;
 
 /* The detector called name, or NULL. */

@@ -79,4 +79,12 @@ void image_from_tensor(unsigned char *px, const float *x, int w, int h, int c);
 int image_encode_png(unsigned char **out, size_t *nout, const unsigned char *px,
                      int w, int h, int c, anom_err *e);
 
+/*
+** Unpack a gzip file (RFC 1952; one member) into a new buffer (*out, *nout)
+** of at most max_out bytes, freed with anom_free. Uses the inflate that
+** stb_image carries for PNG; the size and CRC-32 in the trailer are checked.
+*/
+int image_gunzip(unsigned char **out, size_t *nout, const void *gz, size_t n,
+                 size_t max_out, anom_err *e);
+
 #endif /* ANOM_IMAGE_H */

@@ -98,4 +98,59 @@ void relu_forward(float *out, const float *in, size_t count);
 void tanh_forward(float *out, const float *in, size_t count);
 void sigmoid_forward(float *out, const float *in, size_t count);
 
+
+/* ==== Backward passes (training) ==========================================
+** Convention (llm.c's): every backward ADDS into its outputs (din, dweight,
+** dbias, dgamma, dbeta: +=); the caller zeroes them. Any of them may be NULL
+** to skip that gradient (for example a frozen network, or the first layer's
+** din). Gradients are +dL/dx, never negated.
+*/
+
+/* dout (N, OC, OH, OW); in (N, C, H, W) is the forward input. */
+void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
+                     float *dbias, const float *dout, const float *in,
+                     const float *weight, float *work);
+void conv_transpose2d_backward(const conv_shape *s, int n, float *din,
+                               float *dweight, float *dbias, const float *dout,
+                               const float *in, const float *weight, float *work);
+
+/*
+** Batch norm in training mode: normalise with the batch's statistics over
+** (N, HW) per channel. Writes mean (C) and var (C, biased, as used to
+** normalise). out may equal in.
+*/
+void batchnorm_forward_train(int n, int c, int hw, float *out, float *mean,
+                             float *var, const float *in, const float *gamma,
+                             const float *beta, float eps);
+/*
+** PyTorch's running-statistics update: run = (1 - momentum) run + momentum
+** batch, with the unbiased variance var * m / (m - 1), m = n * hw.
+*/
+void batchnorm_update_running(int n, int c, int hw, float *run_mean,
+                              float *run_var, const float *mean, const float *var,
+                              float momentum);
+/* in is the forward input; mean and var from batchnorm_forward_train. */
+void batchnorm_backward(int n, int c, int hw, float *din, float *dgamma,
+                        float *dbeta, const float *dout, const float *in,
+                        const float *mean, const float *var, const float *gamma,
+                        float eps);
+
+/* Activations: out is the forward output (its sign equals the input's for
+** leaky ReLU with slope > 0 and ReLU). din must not alias dout. */
+void leaky_relu_backward(float *din, const float *dout, const float *out,
+                         size_t count, float slope);
+void relu_backward(float *din, const float *dout, const float *out, size_t count);
+void tanh_backward(float *din, const float *dout, const float *out, size_t count);
+void sigmoid_backward(float *din, const float *dout, const float *out, size_t count);
+
+/* ---- losses.c: each returns the mean loss over count elements (in double)
+** and, when dx is not NULL, adds scale * dloss/dx into dx. */
+double l1_loss(float *dx, const float *x, const float *y, size_t count, float scale);
+double l2_loss(float *dx, const float *x, const float *y, size_t count, float scale);
+/* Binary cross-entropy of sigmoid(logits) against a constant target in
+** [0, 1], computed from the logits without overflow:
+**   max(l, 0) - l t + log(1 + exp(-|l|)). */
+double bce_logits_loss(float *dx, const float *logits, float target,
+                       size_t count, float scale);
+
 #endif /* ANOM_LAYERS_H */

@@ -152,7 +152,8 @@ static int load_calibration(model_calibration *cal, const char *s, anom_err *e) 
     goto done;
   }
   const cJSON *n = cJSON_GetObjectItemCaseSensitive(j, "n");
-  if( !cJSON_IsNumber(n) || n->valuedouble < 0 || n->valuedouble > 1e9 ){
+  if( !cJSON_IsNumber(n) || n->valuedouble < 0 || n->valuedouble > 1e9
+      || n->valuedouble != floor(n->valuedouble) ){
     rc = anom_fail(e, ANOM_EFORMAT, "metadata 'calibration': 'n' must be a count");
     goto done;
   }
@@ -311,17 +312,24 @@ int model_load(anom_model **out, const void *buf, size_t n,
   }
   if( !(s = need_meta(&f, "checksum", e)) ) goto fail;
   {
-    unsigned int want;
-    int used = 0;
-    uint32_t got = st_crc32(0, f.data, f.data_len);
-    if( sscanf(s, "crc32:%8x%n", &want, &used) != 1 || used != 14 || s[used] ){
+    /* exactly "crc32:" and 8 lowercase hex digits */
+    uint32_t want = 0, got = st_crc32(0, f.data, f.data_len);
+    int ok = strlen(s) == 14 && strncmp(s, "crc32:", 6) == 0;
+    for(int i = 6; ok && i < 14; i++){
+      char ch = s[i];
+      int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+      if( d < 0 ) ok = 0;
+      else want = want << 4 | (uint32_t)d;
+    }
+    if( !ok ){
       anom_fail(e, ANOM_EFORMAT, "metadata 'checksum' is '%.40s', expected "
-                "'crc32:' and 8 hex digits", s);
+                "'crc32:' and 8 lowercase hex digits", s);
       goto fail;
     }
     if( want != got ){
       anom_fail(e, ANOM_EFORMAT, "checksum mismatch: the file says crc32:%08x, its "
-                "tensor data has crc32:%08x (the model is corrupt)", want, (unsigned)got);
+                "tensor data has crc32:%08x (the model is corrupt)", (unsigned)want,
+                (unsigned)got);
       goto fail;
     }
   }
@@ -389,7 +397,6 @@ int model_save(const anom_model *m, unsigned char **out, size_t *nout, anom_err 
   *out = NULL;
   *nout = 0;
   if( !ts || !names ) goto fail;
-  uint32_t crc = 0;
   int k = 0;
   for(int i = 0; i < m->nnets; i++){
     int cnt = net_tensor_count(m->nets[i]);
@@ -401,10 +408,6 @@ int model_save(const anom_model *m, unsigned char **out, size_t *nout, anom_err 
                  &data, &is_buf);
       ts[k].name = name;
       ts[k].data = data;
-      size_t numel = 1;
-      for(int d = 0; d < ts[k].ndim; d++) numel *= (size_t)ts[k].shape[d];
-      /* st_write lays tensors out contiguously in this order */
-      crc = st_crc32(crc, data, numel * sizeof(float));
     }
   }
   hp = m->ops->hparams(m);
@@ -417,17 +420,37 @@ int model_save(const anom_model *m, unsigned char **out, size_t *nout, anom_err 
   snprintf(sver, sizeof(sver), "%d", MODEL_FORMAT_VERSION);
   if( isfinite(m->threshold) ) snprintf(sthr, sizeof(sthr), "%.9g", m->threshold);
   else snprintf(sthr, sizeof(sthr), "null");
-  snprintf(scrc, sizeof(scrc), "crc32:%08x", (unsigned)crc);
+  /* a placeholder of the final length, patched once the data is written */
+  snprintf(scrc, sizeof(scrc), "crc32:00000000");
   st_meta_kv meta[] = {
     {"format", MODEL_FORMAT}, {"format_version", sver},
     {"method", (char *)m->ops->name},
     {"width", sw}, {"height", sh}, {"channels", sc},
     {"fit", (char *)model_fit_name(m->fit)},
     {"hparams", hp_s}, {"calibration", cal_s}, {"threshold", sthr},
-    {"checksum", scrc}, {"created", (char *)m->created},
-    {"software", "sqlite-anomaly " ANOM_VERSION},
+    {"checksum", scrc}, {"software", "sqlite-anomaly " ANOM_VERSION},
+    {"created", (char *)m->created},
   };
-  rc = st_write(out, nout, ts, nt, meta, (int)(sizeof(meta) / sizeof(meta[0])), e);
+  int nmeta = (int)(sizeof(meta) / sizeof(meta[0])) - (m->created[0] ? 0 : 1);
+  rc = st_write(out, nout, ts, nt, meta, nmeta, e);
+  if( rc == ANOM_OK ){
+    /* the checksum covers the data section exactly as written */
+    uint64_t hlen = 0;
+    for(int i = 7; i >= 0; i--) hlen = hlen << 8 | (*out)[i];
+    unsigned char *hdr = *out + 8, *data = hdr + hlen;
+    uint32_t crc = st_crc32(0, data, *nout - 8 - (size_t)hlen);
+    unsigned char *p = memmem(hdr, (size_t)hlen, "crc32:00000000", 14);
+    if( !p ){
+      anom_free(*out);
+      *out = NULL;
+      *nout = 0;
+      rc = anom_fail(e, ANOM_EINVAL, "internal error: no checksum slot in the header");
+    }else{
+      char hex[16];
+      snprintf(hex, sizeof(hex), "%08x", (unsigned)crc);
+      memcpy(p + 6, hex, 8);
+    }
+  }
   goto done;
 fail:
   rc = anom_fail(e, ANOM_ENOMEM, "out of memory");

@@ -4,6 +4,8 @@
 */
 #include "net.h"
 
+#include "rng.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -89,6 +91,7 @@ int net_batchnorm(net *nt, const char *name, float eps) {
   layer *l = net_push(nt, LAYER_BATCHNORM, name);
   if( !l ) return 1;
   l->eps = eps;
+  l->momentum = 0.1f;
   l->np = 2 * (size_t)l->c;
   l->nb = 2 * (size_t)l->c;
   nt->nparams += l->np;
@@ -230,5 +233,162 @@ void net_forward(const net *nt, int from, int to, int n, const float *in,
     memcpy(out, cur, (size_t)n * l->oc * l->oh * l->ow * sizeof(float));
   }else{
     memcpy(out, in, (size_t)n * nt->c * nt->h * nt->w * sizeof(float));
+  }
+}
+
+/* ==== Training ======================================================== */
+
+int net_cache_init(net_cache *c, const net *nt, int n, anom_err *e) {
+  memset(c, 0, sizeof(*c));
+  size_t total = 0;
+  c->off = anom_calloc((size_t)nt->nlayers + 1, sizeof(size_t));
+  if( !c->off ) return anom_fail(e, ANOM_ENOMEM, "out of memory");
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    c->off[i] = total;
+    total += (size_t)l->oc * l->oh * l->ow;
+  }
+  c->acts = anom_malloc(total * (size_t)n * sizeof(float));
+  c->bn = anom_calloc(nt->nbufs ? nt->nbufs : 1, sizeof(float));
+  if( !c->acts || !c->bn ){
+    net_cache_free(c);
+    return anom_fail(e, ANOM_ENOMEM, "out of memory for the activations of a "
+                     "batch of %d (%zu floats)", n, total * (size_t)n);
+  }
+  c->n = n;
+  return ANOM_OK;
+}
+
+void net_cache_free(net_cache *c) {
+  anom_free(c->acts);
+  anom_free(c->off);
+  anom_free(c->bn);
+  memset(c, 0, sizeof(*c));
+}
+
+float *net_cache_out(const net_cache *c, const net *nt, int i) {
+  if( i < 0 ) i = nt->nlayers - 1;
+  return c->acts + c->off[i] * (size_t)c->n;
+}
+
+size_t net_train_scratch_floats(const net *nt, int n) {
+  return net_scratch_floats(nt, n);
+}
+
+void net_forward_train(net *nt, int n, const float *in, net_cache *c,
+                       int update_running, float *scratch) {
+  const float *cur = in;
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    float *p = nt->params + l->p_off;
+    float *dst = c->acts + c->off[i] * (size_t)c->n;
+    size_t count = (size_t)n * l->oc * l->oh * l->ow;
+    switch( l->kind ){
+      case LAYER_CONV:
+        conv2d_forward(&l->conv, n, dst, cur, p, l->has_bias ? p + l->np - l->oc : NULL, scratch);
+        break;
+      case LAYER_CONVT:
+        conv_transpose2d_forward(&l->conv, n, dst, cur, p,
+                                 l->has_bias ? p + l->np - l->oc : NULL, scratch);
+        break;
+      case LAYER_BATCHNORM: {
+        float *st = c->bn + l->b_off;
+        batchnorm_forward_train(n, l->c, l->h * l->w, dst, st, st + l->c, cur, p,
+                                p + l->c, l->eps);
+        if( update_running )
+          batchnorm_update_running(n, l->c, l->h * l->w, nt->bufs + l->b_off,
+                                   nt->bufs + l->b_off + l->c, st, st + l->c, l->momentum);
+        break;
+      }
+      case LAYER_LEAKY_RELU: leaky_relu_forward(dst, cur, count, l->slope); break;
+      case LAYER_RELU: relu_forward(dst, cur, count); break;
+      case LAYER_TANH: tanh_forward(dst, cur, count); break;
+      case LAYER_SIGMOID: sigmoid_forward(dst, cur, count); break;
+    }
+    cur = dst;
+  }
+}
+
+void net_replay_running(net *nt, int n, const net_cache *c) {
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    if( l->kind != LAYER_BATCHNORM ) continue;
+    const float *st = c->bn + l->b_off;
+    batchnorm_update_running(n, l->c, l->h * l->w, nt->bufs + l->b_off,
+                             nt->bufs + l->b_off + l->c, st, st + l->c, l->momentum);
+  }
+}
+
+void net_backward(const net *nt, int n, const float *in, const net_cache *c,
+                  int to, const float *dout, float *din, float *grads,
+                  float *scratch) {
+  size_t act = 0;
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    size_t a = (size_t)l->c * l->h * l->w, o = (size_t)l->oc * l->oh * l->ow;
+    if( a > act ) act = a;
+    if( o > act ) act = o;
+  }
+  float *buf[2] = { scratch, scratch + act * (size_t)n };
+  float *work = scratch + 2 * act * (size_t)n;
+  const float *d = dout;
+  int which = 0;
+  for(int i = to - 1; i >= 0; i--){
+    const layer *l = &nt->layers[i];
+    const float *x = i == 0 ? in : c->acts + c->off[i - 1] * (size_t)c->n;
+    const float *y = c->acts + c->off[i] * (size_t)c->n;
+    const float *p = nt->params + l->p_off;
+    float *g = grads ? grads + l->p_off : NULL;
+    size_t in_count = (size_t)n * l->c * l->h * l->w;
+    float *dx;
+    if( i == 0 ){
+      dx = din;                   /* may be NULL: then only parameter gradients */
+      if( !dx && (l->np == 0 || !g) ) return;
+    }else{
+      dx = buf[which];
+      which ^= 1;
+      memset(dx, 0, in_count * sizeof(float));
+    }
+    switch( l->kind ){
+      case LAYER_CONV:
+        conv2d_backward(&l->conv, n, dx, g, (g && l->has_bias) ? g + l->np - l->oc : NULL,
+                        d, x, p, work);
+        break;
+      case LAYER_CONVT:
+        conv_transpose2d_backward(&l->conv, n, dx, g, (g && l->has_bias) ? g + l->np - l->oc : NULL,
+                                  d, x, p, work);
+        break;
+      case LAYER_BATCHNORM: {
+        const float *st = c->bn + l->b_off;
+        batchnorm_backward(n, l->c, l->h * l->w, dx, g, g ? g + l->c : NULL, d, x,
+                           st, st + l->c, p, l->eps);
+        break;
+      }
+      case LAYER_LEAKY_RELU: leaky_relu_backward(dx, d, y, in_count, l->slope); break;
+      case LAYER_RELU: relu_backward(dx, d, y, in_count); break;
+      case LAYER_TANH: tanh_backward(dx, d, y, in_count); break;
+      case LAYER_SIGMOID: sigmoid_backward(dx, d, y, in_count); break;
+    }
+    d = dx;
+  }
+}
+
+void net_init_dcgan(net *nt, rng *r) {
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    float *p = nt->params + l->p_off;
+    if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT ){
+      size_t nw = l->np - (l->has_bias ? (size_t)l->oc : 0);
+      for(size_t k = 0; k < nw; k++) p[k] = (float)(0.02 * rng_normal(r));
+      for(size_t k = nw; k < l->np; k++) p[k] = 0;
+    }else if( l->kind == LAYER_BATCHNORM ){
+      float *b = nt->bufs + l->b_off;
+      for(int k = 0; k < l->c; k++){
+        p[k] = (float)(1.0 + 0.02 * rng_normal(r));
+        p[l->c + k] = 0;
+        b[k] = 0;
+        b[l->c + k] = 1;
+      }
+    }
   }
 }

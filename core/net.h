@@ -46,7 +46,7 @@ typedef struct layer {
   conv_shape conv;          /* LAYER_CONV, LAYER_CONVT */
   int has_bias;             /* conv layers */
   float slope;              /* LAYER_LEAKY_RELU */
-  float eps;                /* LAYER_BATCHNORM */
+  float eps, momentum;      /* LAYER_BATCHNORM (PyTorch's 1e-5 and 0.1) */
   size_t p_off, np;         /* parameters: [weight, bias] at params + p_off */
   size_t b_off, nb;         /* buffers: [running_mean, running_var] at bufs + b_off */
 } layer;
@@ -99,5 +99,59 @@ size_t net_scratch_floats(const net *nt, int n);
 */
 void net_forward(const net *nt, int from, int to, int n, const float *in,
                  float *out, float *scratch);
+
+/* ==== Training ==========================================================
+**
+**   net_cache c;                     every layer's output, kept for backward
+**   net_cache_init(&c, &e1, batch, &err);
+**   net_forward_train(&e1, n, x, &c, 1, work);     batch statistics
+**   net_backward(&e1, n, x, &c, e1.nlayers, dz, NULL, grads, scratch);
+**
+** grads is the net's slice of a gradient block laid out like its params
+** (grads + layer.p_off); backward adds into it and into din.
+*/
+struct rng;
+
+typedef struct net_cache {
+  int n;               /* largest batch it holds */
+  float *acts;         /* layer i's output at acts + off[i] * n */
+  size_t *off;         /* nlayers offsets, per sample */
+  float *bn;           /* per batch-norm layer: mean (C) then var (C), at bn + l.b_off */
+} net_cache;
+
+int net_cache_init(net_cache *c, const net *nt, int n, anom_err *e);
+void net_cache_free(net_cache *c);
+
+/* The output of layer i (-1: the last) of the last training forward. */
+float *net_cache_out(const net_cache *c, const net *nt, int i);
+
+/* Floats of scratch net_forward_train and net_backward need for a batch of n. */
+size_t net_train_scratch_floats(const net *nt, int n);
+
+/*
+** Training forward of all layers: batch norm normalises with the batch's
+** statistics, keeps them in c and, when update_running, folds them into the
+** running statistics (PyTorch's train mode).
+*/
+void net_forward_train(net *nt, int n, const float *in, net_cache *c,
+                       int update_running, float *scratch);
+
+/* Fold the batch statistics kept in c into the running statistics once
+** more, as a second identical forward pass would. */
+void net_replay_running(net *nt, int n, const net_cache *c);
+
+/*
+** Backward through layers [0, to): dout is the gradient of the output of
+** layer to-1. Adds into din (n samples of the input shape) unless NULL, and
+** into grads unless NULL.
+*/
+void net_backward(const net *nt, int n, const float *in, const net_cache *c,
+                  int to, const float *dout, float *din, float *grads,
+                  float *scratch);
+
+/* DCGAN initialisation (as the authors' weights_init): conv weights
+** N(0, 0.02), conv biases 0, batch-norm gamma N(1, 0.02) and beta 0,
+** running mean 0 and variance 1. */
+void net_init_dcgan(net *nt, struct rng *r);
 
 #endif /* ANOM_NET_H */

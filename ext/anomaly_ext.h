@@ -53,7 +53,11 @@ int anom_register_models_vtab(sqlite3 *db, anom_conn *cn);
 int anom_registry_acquire(sqlite3 *db, const char *name, const model_limits *lim,
                           cached_model **out, char **zerr);
 
-/* ---- functions.c */
+/* ---- functions.c, train.c, eval.c */
 int anom_register_functions(sqlite3 *db, anom_conn *cn);
+int anom_register_train(sqlite3 *db, anom_conn *cn);
+int anom_register_eval(sqlite3 *db, anom_conn *cn);
+/* ---- idx_vtab.c */
+int anom_register_idx(sqlite3 *db);
 
 #endif /* ANOM_EXT_H */

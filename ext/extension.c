@@ -36,6 +36,9 @@ int sqlite3_anomaly_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routine
   ** closes (or at once, should registering the module fail) */
   int rc = anom_register_models_vtab(db, cn);
   if( rc == SQLITE_OK ) rc = anom_register_functions(db, cn);
+  if( rc == SQLITE_OK ) rc = anom_register_train(db, cn);
+  if( rc == SQLITE_OK ) rc = anom_register_eval(db, cn);
+  if( rc == SQLITE_OK ) rc = anom_register_idx(db);
   if( rc != SQLITE_OK ){
     *pzErrMsg = sqlite3_mprintf("sqlite-anomaly: registering functions: %s",
                                 sqlite3_errmsg(db));

@@ -6,6 +6,7 @@
 **   anomaly_model_info(model_blob)     -> JSON   what the model is
 **   anomaly_score(image, model)        -> REAL   the method's anomaly score
 **   anomaly_scores(image, model)       -> JSON   the score and every part
+**   anomaly_reconstruct(image, model)  -> BLOB   PNG of the model's repair x_hat
 **   anomaly_config(key [, value])      -> INT    per-connection limits
 **
 ** image is a PNG, JPEG, BMP, GIF or PNM BLOB; model is a name in
@@ -29,6 +30,7 @@ typedef struct stmt_model {
   cached_model *cm;   /* reference into the process-wide cache */
   float *x;           /* (C, H, W) input tensor */
   float *work;        /* model_work_floats(m, 1) */
+  float *recon;       /* (C, H, W) reconstruction, for anomaly_reconstruct */
 } stmt_model;
 
 static void stmt_model_free(void *p) {
@@ -37,6 +39,7 @@ static void stmt_model_free(void *p) {
   cache_release(sm->cm);
   anom_free(sm->x);
   anom_free(sm->work);
+  anom_free(sm->recon);
   anom_free(sm);
 }
 
@@ -102,9 +105,10 @@ static stmt_model *resolve_model(sqlite3_context *ctx, const char *fn,
   if( sm ){
     sm->cm = cm;
     sm->x = anom_malloc((size_t)m->channels * m->height * m->width * sizeof(float));
+    sm->recon = anom_malloc((size_t)m->channels * m->height * m->width * sizeof(float));
     sm->work = anom_malloc(model_work_floats(m, 1) * sizeof(float));
   }
-  if( !sm || !sm->x || !sm->work ){
+  if( !sm || !sm->x || !sm->work || !sm->recon ){
     if( sm ) stmt_model_free(sm);
     else cache_release(cm);
     sqlite3_result_error_nomem(ctx);
@@ -114,9 +118,10 @@ static stmt_model *resolve_model(sqlite3_context *ctx, const char *fn,
   return sm;
 }
 
-/* Decode argv[0] and score it; 1 when a result (error or NULL) is set. */
+/* Decode argv[0] and score it (keeping the reconstruction in sm->recon when
+** want_recon); 1 when a result (error or NULL) is set. */
 static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **argv,
-                       stmt_model *sm, score_result *r) {
+                       stmt_model *sm, score_result *r, int want_recon) {
   anom_conn *cn = sqlite3_user_data(ctx);
   const anom_model *m = sm->cm->model;
   int t = sqlite3_value_type(argv[0]);
@@ -138,7 +143,8 @@ static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **arg
     rc = image_to_tensor(sm->x, &im, m->width, m->height, m->channels, m->fit, &e);
     image_free(&im);
   }
-  if( rc == ANOM_OK ) rc = model_score(m, 1, sm->x, sm->work, r, NULL, &e);
+  if( rc == ANOM_OK )
+    rc = model_score(m, 1, sm->x, sm->work, r, want_recon ? sm->recon : NULL, &e);
   if( rc ){
     result_anom_error(ctx, fn, rc, e.msg);
     return 1;
@@ -152,7 +158,7 @@ static void scoreFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   stmt_model *sm = resolve_model(ctx, "anomaly_score", argv, 1, &fresh);
   if( !sm ) return;
   score_result r;
-  if( !score_image(ctx, "anomaly_score", argv, sm, &r) )
+  if( !score_image(ctx, "anomaly_score", argv, sm, &r, 0) )
     sqlite3_result_double(ctx, r.score);
   if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
 }
@@ -163,7 +169,7 @@ static void scoresFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   stmt_model *sm = resolve_model(ctx, "anomaly_scores", argv, 1, &fresh);
   if( !sm ) return;
   score_result r;
-  if( !score_image(ctx, "anomaly_scores", argv, sm, &r) ){
+  if( !score_image(ctx, "anomaly_scores", argv, sm, &r, 0) ){
     cJSON *j = cJSON_CreateObject();
     char *s = NULL;
     if( j ){
@@ -179,6 +185,32 @@ static void scoresFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }else{
       sqlite3_result_error_nomem(ctx);
     }
+  }
+  if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
+}
+
+static void reconstructFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  int fresh;
+  const char *fn = "anomaly_reconstruct";
+  stmt_model *sm = resolve_model(ctx, fn, argv, 1, &fresh);
+  if( !sm ) return;
+  score_result r;
+  if( !score_image(ctx, fn, argv, sm, &r, 1) ){
+    const anom_model *m = sm->cm->model;
+    size_t npx = (size_t)m->channels * m->height * m->width;
+    unsigned char *px = anom_malloc(npx), *png = NULL;
+    size_t npng = 0;
+    anom_err e;
+    anom_err_clear(&e);
+    int rc = px ? ANOM_OK : ANOM_ENOMEM;
+    if( rc == ANOM_OK ){
+      image_from_tensor(px, sm->recon, m->width, m->height, m->channels);
+      rc = image_encode_png(&png, &npng, px, m->width, m->height, m->channels, &e);
+    }
+    anom_free(px);
+    if( rc ) result_anom_error(ctx, fn, rc, e.msg);
+    else sqlite3_result_blob64(ctx, png, npng, anom_free);
   }
   if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
 }
@@ -326,6 +358,7 @@ int anom_register_functions(sqlite3 *db, anom_conn *cn) {
     {"anomaly_model_info", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, modelInfoFunc},
     {"anomaly_score", 2, SQLITE_UTF8, scoreFunc},
     {"anomaly_scores", 2, SQLITE_UTF8, scoresFunc},
+    {"anomaly_reconstruct", 2, SQLITE_UTF8, reconstructFunc},
     {"anomaly_config", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
     {"anomaly_config", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
   };

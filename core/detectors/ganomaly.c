@@ -22,9 +22,21 @@
 **   last conv (+ sigmoid) is the classifier and the rest the features.
 **
 ** Hyper-parameters: nz (100), ngf (64), extralayers (0); the input must be
-** square with a side that is a multiple of 16.
+** square with a side that is a multiple of 16. Training (the authors'
+** defaults): lr 2e-4, beta1 0.5, beta2 0.999, w_adv 1, w_con 50, w_enc 1.
+**
+** Training, per batch, as the authors' optimize_params (lib/model.py):
+**   forward: x -> E1 -> z -> Dec -> x_hat -> E2 -> z';  D(x), D(x_hat)
+**   G step:  w_adv * mean (f(x) - f(x_hat))^2      (f: D's features)
+**          + w_con * mean |x - x_hat| + w_enc * mean (z' - z)^2;  Adam on G
+**   D step:  0.5 * [BCE(D(x), 1) + BCE(D(x_hat), 0)];  Adam on D
+**   D is re-initialised when its loss falls under 1e-5.
+** Batch norm runs in training mode; D's running statistics take four
+** updates a batch (the reference calls D on x and x_hat twice each).
 */
 #include "../model.h"
+#include "../optim.h"
+#include "../rng.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -34,6 +46,7 @@
 
 typedef struct ganomaly {
   int nz, ngf, extralayers;
+  double lr, beta1, beta2, w_adv, w_con, w_enc;
   net *enc1, *dec, *enc2, *netd;  /* owned by the model */
   int netd_features;              /* layers of netd before the classifier */
 } ganomaly;
@@ -122,15 +135,30 @@ static int hp_int(const cJSON *hp, const char *key, int def, int lo, int hi,
   return ANOM_OK;
 }
 
+/* Read a number hyper-parameter in [lo, hi], default def. */
+static int hp_num(const cJSON *hp, const char *key, double def, double lo, double hi,
+                  double *out, anom_err *e) {
+  const cJSON *v = hp ? cJSON_GetObjectItemCaseSensitive(hp, key) : NULL;
+  if( !v ){ *out = def; return ANOM_OK; }
+  if( !cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) )
+    return anom_fail(e, ANOM_EINVAL, "ganomaly: '%s' must be a number from %g "
+                     "to %g", key, lo, hi);
+  *out = v->valuedouble;
+  return ANOM_OK;
+}
+
+#define GANOMALY_KEYS "nz, ngf, extralayers, lr, beta1, beta2, w_adv, w_con, w_enc"
+
 static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
-  static const char *known[] = {"nz", "ngf", "extralayers"};
+  static const char *known[] = {"nz", "ngf", "extralayers", "lr", "beta1",
+                                "beta2", "w_adv", "w_con", "w_enc"};
   const cJSON *it;
   cJSON_ArrayForEach(it, hp){
     size_t k = 0;
     while( k < sizeof(known) / sizeof(known[0]) && strcmp(known[k], it->string) ) k++;
     if( k == sizeof(known) / sizeof(known[0]) )
       return anom_fail(e, ANOM_EINVAL, "ganomaly: unknown hyper-parameter '%s' "
-                       "(known: nz, ngf, extralayers)", it->string);
+                       "(known: " GANOMALY_KEYS ")", it->string);
   }
   ganomaly *g = anom_calloc(1, sizeof(*g));
   if( !g ) return anom_fail(e, ANOM_ENOMEM, "out of memory");
@@ -138,7 +166,13 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   int rc;
   if( (rc = hp_int(hp, "nz", 100, 1, 4096, &g->nz, e))
       || (rc = hp_int(hp, "ngf", 64, 1, 1024, &g->ngf, e))
-      || (rc = hp_int(hp, "extralayers", 0, 0, 16, &g->extralayers, e)) )
+      || (rc = hp_int(hp, "extralayers", 0, 0, 16, &g->extralayers, e))
+      || (rc = hp_num(hp, "lr", 2e-4, 1e-12, 1, &g->lr, e))
+      || (rc = hp_num(hp, "beta1", 0.5, 0, 0.999999, &g->beta1, e))
+      || (rc = hp_num(hp, "beta2", 0.999, 0, 0.999999999, &g->beta2, e))
+      || (rc = hp_num(hp, "w_adv", 1, 0, 1e6, &g->w_adv, e))
+      || (rc = hp_num(hp, "w_con", 50, 0, 1e6, &g->w_con, e))
+      || (rc = hp_num(hp, "w_enc", 1, 0, 1e6, &g->w_enc, e)) )
     return rc;
   int isize = m->width;
   if( m->width != m->height || isize % 16 || isize < 16 )
@@ -181,6 +215,12 @@ static cJSON *ganomaly_hparams(const anom_model *m) {
   cJSON_AddNumberToObject(j, "nz", g->nz);
   cJSON_AddNumberToObject(j, "ngf", g->ngf);
   cJSON_AddNumberToObject(j, "extralayers", g->extralayers);
+  cJSON_AddNumberToObject(j, "lr", g->lr);
+  cJSON_AddNumberToObject(j, "beta1", g->beta1);
+  cJSON_AddNumberToObject(j, "beta2", g->beta2);
+  cJSON_AddNumberToObject(j, "w_adv", g->w_adv);
+  cJSON_AddNumberToObject(j, "w_con", g->w_con);
+  cJSON_AddNumberToObject(j, "w_enc", g->w_enc);
   return j;
 }
 
@@ -231,6 +271,174 @@ static int ganomaly_score(const anom_model *m, int n, const float *x, float *wor
   return ANOM_OK;
 }
 
+
+/* ---- training ----------------------------------------------------------- */
+
+typedef struct gan_train {
+  int max_batch;
+  float *grads, *m, *v;          /* like m->block's parameters */
+  adam opt_g, opt_d;
+  size_t g_count, d_off, d_count;/* G params [0, g_count), D [d_off, +d_count) */
+  net_cache c_e1, c_dec, c_e2, c_dreal, c_dfake;
+  float *dxh, *dz, *dz2, *df, *dlogit;  /* gradient buffers */
+  float *scratch;
+  rng *r;
+} gan_train;
+
+static const char *const ganomaly_losses[] = {"g", "g_adv", "g_con", "g_enc",
+                                              "d", "d_real", "d_fake", NULL};
+
+static void ganomaly_train_end(anom_model *m, void *state) {
+  (void)m;
+  gan_train *t = state;
+  if( !t ) return;
+  net_cache_free(&t->c_e1);
+  net_cache_free(&t->c_dec);
+  net_cache_free(&t->c_e2);
+  net_cache_free(&t->c_dreal);
+  net_cache_free(&t->c_dfake);
+  anom_free(t->grads);
+  anom_free(t->m);
+  anom_free(t->v);
+  anom_free(t->dxh);
+  anom_free(t->dz);
+  anom_free(t->dz2);
+  anom_free(t->df);
+  anom_free(t->dlogit);
+  anom_free(t->scratch);
+  anom_free(t);
+}
+
+static size_t net_out_floats(const net *nt, int i) {
+  int c, h, w;
+  net_out_shape(nt, i, &c, &h, &w);
+  return (size_t)c * h * w;
+}
+
+static int ganomaly_train_begin(anom_model *m, int max_batch, rng *r, void **state,
+                                anom_err *e) {
+  ganomaly *g = m->det;
+  gan_train *t = anom_calloc(1, sizeof(*t));
+  *state = t;
+  if( !t ) return anom_fail(e, ANOM_ENOMEM, "out of memory");
+  t->max_batch = max_batch;
+  t->r = r;
+  net *nets[4] = {g->enc1, g->dec, g->enc2, g->netd};
+  for(int i = 0; i < 4; i++) net_init_dcgan(nets[i], r);
+  t->g_count = (size_t)(g->netd->params - m->block);
+  t->d_off = t->g_count;
+  t->d_count = g->netd->nparams;
+  t->opt_g = (adam){ (float)g->lr, (float)g->beta1, (float)g->beta2, 1e-8f, 0 };
+  t->opt_d = t->opt_g;
+  size_t img = (size_t)m->channels * m->height * m->width, n = (size_t)max_batch;
+  size_t scratch = 0;
+  for(int i = 0; i < 4; i++){
+    size_t s = net_train_scratch_floats(nets[i], max_batch);
+    if( s > scratch ) scratch = s;
+  }
+  t->grads = anom_calloc(m->nparams, sizeof(float));
+  t->m = anom_calloc(m->nparams, sizeof(float));
+  t->v = anom_calloc(m->nparams, sizeof(float));
+  t->dxh = anom_malloc(n * img * sizeof(float));
+  t->dz = anom_malloc(n * g->nz * sizeof(float));
+  t->dz2 = anom_malloc(n * g->nz * sizeof(float));
+  t->df = anom_malloc(n * net_out_floats(g->netd, g->netd_features - 1) * sizeof(float));
+  t->dlogit = anom_malloc(n * sizeof(float));
+  t->scratch = anom_malloc(scratch * sizeof(float));
+  if( !t->grads || !t->m || !t->v || !t->dxh || !t->dz || !t->dz2 || !t->df
+      || !t->dlogit || !t->scratch )
+    return anom_fail(e, ANOM_ENOMEM, "out of memory for training state");
+  int rc;
+  if( (rc = net_cache_init(&t->c_e1, g->enc1, max_batch, e))
+      || (rc = net_cache_init(&t->c_dec, g->dec, max_batch, e))
+      || (rc = net_cache_init(&t->c_e2, g->enc2, max_batch, e))
+      || (rc = net_cache_init(&t->c_dreal, g->netd, max_batch, e))
+      || (rc = net_cache_init(&t->c_dfake, g->netd, max_batch, e)) )
+    return rc;
+  return ANOM_OK;
+}
+
+static float *grads_of(const anom_model *m, gan_train *t, const net *nt) {
+  return t->grads + (nt->params - m->block);
+}
+
+static int ganomaly_train_step(anom_model *m, void *state, int n, const float *x,
+                               double *losses, anom_err *e) {
+  ganomaly *g = m->det;
+  gan_train *t = state;
+  if( n < 2 || n > t->max_batch )
+    return anom_fail(e, ANOM_EINVAL, "ganomaly: a training batch needs 2 to %d "
+                     "images, found %d", t->max_batch, n);
+  net *d = g->netd;
+  int nf = g->netd_features;                /* D layers before the classifier */
+  size_t img = (size_t)m->channels * m->height * m->width;
+  size_t fsize = (size_t)n * net_out_floats(d, nf - 1);
+  size_t zsize = (size_t)n * g->nz;
+
+  /* forward_g and forward_d */
+  net_forward_train(g->enc1, n, x, &t->c_e1, 1, t->scratch);
+  const float *z = net_cache_out(&t->c_e1, g->enc1, -1);
+  net_forward_train(g->dec, n, z, &t->c_dec, 1, t->scratch);
+  const float *xh = net_cache_out(&t->c_dec, g->dec, -1);
+  net_forward_train(g->enc2, n, xh, &t->c_e2, 1, t->scratch);
+  const float *z2 = net_cache_out(&t->c_e2, g->enc2, -1);
+  net_forward_train(d, n, x, &t->c_dreal, 1, t->scratch);
+  net_forward_train(d, n, xh, &t->c_dfake, 1, t->scratch);
+
+  /* G step. The reference's second pair of D calls sees the same weights
+  ** and inputs, so it only moves the running statistics again. */
+  net_replay_running(d, n, &t->c_dreal);
+  net_replay_running(d, n, &t->c_dfake);
+  memset(t->grads, 0, t->g_count * sizeof(float));
+  memset(t->df, 0, fsize * sizeof(float));
+  memset(t->dxh, 0, (size_t)n * img * sizeof(float));
+  memset(t->dz, 0, zsize * sizeof(float));
+  memset(t->dz2, 0, zsize * sizeof(float));
+  const float *f_real = net_cache_out(&t->c_dreal, d, nf - 1);
+  const float *f_fake = net_cache_out(&t->c_dfake, d, nf - 1);
+  double adv = l2_loss(t->df, f_fake, f_real, fsize, (float)g->w_adv);
+  net_backward(d, n, xh, &t->c_dfake, nf, t->df, t->dxh, NULL, t->scratch);
+  double con = l1_loss(t->dxh, xh, x, (size_t)n * img, (float)g->w_con);
+  double enc = l2_loss(t->dz2, z2, z, zsize, (float)g->w_enc);
+  for(size_t i = 0; i < zsize; i++) t->dz[i] = -t->dz2[i];   /* z is not detached */
+  net_backward(g->enc2, n, xh, &t->c_e2, g->enc2->nlayers, t->dz2, t->dxh,
+               grads_of(m, t, g->enc2), t->scratch);
+  net_backward(g->dec, n, z, &t->c_dec, g->dec->nlayers, t->dxh, t->dz,
+               grads_of(m, t, g->dec), t->scratch);
+  net_backward(g->enc1, n, x, &t->c_e1, g->enc1->nlayers, t->dz, NULL,
+               grads_of(m, t, g->enc1), t->scratch);
+  adam_step(&t->opt_g, m->block, t->grads, t->m, t->v, t->g_count);
+
+  /* D step on the logits (the classifier conv's output, before sigmoid) */
+  float *gd = grads_of(m, t, d);
+  memset(gd, 0, t->d_count * sizeof(float));
+  int logit_layer = d->nlayers - 2;
+  double err_real = 0, err_fake = 0;
+  const net_cache *caches[2] = {&t->c_dreal, &t->c_dfake};
+  const float *inputs[2] = {x, xh};
+  for(int k = 0; k < 2; k++){
+    const float *logit = net_cache_out(caches[k], d, logit_layer);
+    memset(t->dlogit, 0, (size_t)n * sizeof(float));
+    double err = bce_logits_loss(t->dlogit, logit, k == 0 ? 1.0f : 0.0f, (size_t)n, 0.5f);
+    if( k == 0 ) err_real = err; else err_fake = err;
+    net_backward(d, n, inputs[k], caches[k], logit_layer + 1, t->dlogit, NULL, gd,
+                 t->scratch);
+  }
+  adam_step(&t->opt_d, m->block + t->d_off, gd, t->m + t->d_off, t->v + t->d_off,
+            t->d_count);
+  double err_d = 0.5 * (err_real + err_fake);
+  if( err_d < 1e-5 ) net_init_dcgan(d, t->r);
+
+  losses[0] = g->w_adv * adv + g->w_con * con + g->w_enc * enc;
+  losses[1] = adv;
+  losses[2] = con;
+  losses[3] = enc;
+  losses[4] = err_d;
+  losses[5] = err_real;
+  losses[6] = err_fake;
+  return ANOM_OK;
+}
+
 const detector_ops ganomaly_ops = {
   "ganomaly",
   ganomaly_create,
@@ -238,4 +446,8 @@ const detector_ops ganomaly_ops = {
   ganomaly_hparams,
   ganomaly_work_floats,
   ganomaly_score,
+  ganomaly_losses,
+  ganomaly_train_begin,
+  ganomaly_train_step,
+  ganomaly_train_end,
 };

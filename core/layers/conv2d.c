@@ -11,6 +11,12 @@
 ** A 1x1 kernel with stride 1 and no padding skips im2col: the image
 ** (C, H*W) is its own column matrix. conv2d_forward_naive is the seven-loop
 ** definition it is tested against.
+**
+** conv2d_backward is the same per image in reverse, accumulating (+=):
+**   dweight (OC, C*K*K) += dout (OC, OH*OW) x col^T    col = im2col(in)
+**   dbias (OC)          += dout summed over positions
+**   din (C, H, W)       += col2im(weight^T (C*K*K, OC) x dout)
+** one work buffer serving first as col, then as the column gradient.
 */
 #include "layers.h"
 
@@ -95,6 +101,46 @@ void conv2d_forward(const conv_shape *s, int n, float *out, const float *in,
     }
     gemm(0, 0, s->oc, ohw, ckk, 1.0f, weight, ckk, col, ohw, 0.0f, y, ohw);
     if( bias ) add_bias(y, bias, s->oc, (size_t)ohw);
+  }
+}
+
+/* dbias (OC) += dout (OC, HW) summed over HW, in double per channel */
+static void add_bias_grad(float *dbias, const float *dout, int oc, size_t hw) {
+  for(int o = 0; o < oc; o++){
+    const float *p = dout + (size_t)o * hw;
+    double acc = 0.0;
+    for(size_t i = 0; i < hw; i++) acc += p[i];
+    dbias[o] += (float)acc;
+  }
+}
+
+void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
+                     float *dbias, const float *dout, const float *in,
+                     const float *weight, float *work) {
+  int ckk = s->c * s->k * s->k, ohw = s->oh * s->ow;
+  size_t in_img = (size_t)s->c * s->h * s->w, out_img = (size_t)s->oc * ohw;
+  int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
+  for(int i = 0; i < n; i++){
+    const float *dy = dout + i * out_img;
+    if( dbias ) add_bias_grad(dbias, dy, s->oc, (size_t)ohw);
+    if( dweight ){
+      const float *col = in + i * in_img;
+      if( !pointwise ){
+        im2col(s, col, work);
+        col = work;
+      }
+      gemm(0, 1, s->oc, ckk, ohw, 1.0f, dy, ohw, col, ohw, 1.0f, dweight, ckk);
+    }
+    if( din ){
+      float *dx = din + i * in_img;
+      if( pointwise ){
+        gemm(1, 0, ckk, ohw, s->oc, 1.0f, weight, ckk, dy, ohw, 1.0f, dx, ohw);
+      }else{
+        gemm(1, 0, ckk, ohw, s->oc, 1.0f, weight, ckk, dy, ohw, 0.0f, work,
+             ohw);
+        col2im(s, work, dx);
+      }
+    }
   }
 }
 

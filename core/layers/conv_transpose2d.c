@@ -12,6 +12,13 @@
 ** with no zero-stuffed input. A 1x1 kernel with stride 1 and no padding
 ** writes the gemm straight into the output. conv_transpose2d_forward_naive
 ** is the scatter definition it is tested against.
+**
+** conv_transpose2d_backward runs the adjoint, accumulating (+=): the
+** forward's col2im turns into im2col of the output gradient, so per image
+**   colgrad (OC*K*K, H*W) = im2col(dout)           (in work)
+**   din (C, H*W)         += weight (C, OC*K*K) x colgrad
+**   dweight (C, OC*K*K)  += in (C, H*W) x colgrad^T
+**   dbias (OC)           += dout summed over positions
 */
 #include "layers.h"
 
@@ -42,6 +49,41 @@ void conv_transpose2d_forward(const conv_shape *s, int n, float *out,
       col2im(s, work, y);
     }
     if( bias ) add_bias(y, bias, s->oc, (size_t)s->oh * s->ow);
+  }
+}
+
+/* dbias (OC) += dout (OC, HW) summed over HW, in double per channel */
+static void add_bias_grad(float *dbias, const float *dout, int oc, size_t hw) {
+  for(int o = 0; o < oc; o++){
+    const float *p = dout + (size_t)o * hw;
+    double acc = 0.0;
+    for(size_t i = 0; i < hw; i++) acc += p[i];
+    dbias[o] += (float)acc;
+  }
+}
+
+void conv_transpose2d_backward(const conv_shape *s, int n, float *din,
+                               float *dweight, float *dbias, const float *dout,
+                               const float *in, const float *weight,
+                               float *work) {
+  int okk = s->oc * s->k * s->k, hw = s->h * s->w;
+  size_t in_img = (size_t)s->c * hw, out_img = (size_t)s->oc * s->oh * s->ow;
+  int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
+  for(int i = 0; i < n; i++){
+    const float *dy = dout + i * out_img;
+    if( dbias ) add_bias_grad(dbias, dy, s->oc, (size_t)s->oh * s->ow);
+    if( !din && !dweight ) continue;
+    const float *colgrad = dy; /* pointwise: dout is its own column matrix */
+    if( !pointwise ){
+      im2col(s, dy, work);
+      colgrad = work;
+    }
+    if( din )
+      gemm(0, 0, s->c, hw, okk, 1.0f, weight, okk, colgrad, hw, 1.0f,
+           din + i * in_img, hw);
+    if( dweight )
+      gemm(0, 1, s->c, okk, hw, 1.0f, in + i * in_img, hw, colgrad, hw, 1.0f,
+           dweight, okk);
   }
 }
 

@@ -15,6 +15,7 @@ no bias; LeakyReLU slope 0.2; BatchNorm eps 1e-5, momentum 0.1.
   netg, netd = build(cfg)                 # DCGAN init (weights_init), train mode
   write_model("m.safetensors", netg, netd, cfg)
   netg, netd, cfg, meta = read_model("m.safetensors")   # checksum verified, eval mode
+  tr = Trainer(netg, netd); losses = tr.step(x)         # the authors' optimize_params
 
 Model file (a profile of safetensors): tensors "netg." + NetG state_dict key and
 "netd." + NetD state_dict key, num_batches_tracked skipped, all F32; string
@@ -219,3 +220,78 @@ def read_model(path):
     netg.eval()
     netd.eval()
     return netg, netd, cfg, meta
+
+
+# ---------------------------------------------------------------------------
+# Training: one step of the authors' Ganomaly.optimize_params (lib/model.py)
+# ---------------------------------------------------------------------------
+
+TRAIN_DEFAULTS = {"lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "w_adv": 1.0, "w_con": 50.0, "w_enc": 1.0}
+
+
+def l2_loss(a, b):
+    """Mean over all elements of (a - b)^2 (the authors' lib/loss.py l2_loss)."""
+    return torch.mean(torch.pow(a - b, 2))
+
+
+class Trainer:
+    """The authors' GANomaly training step on netg and netd.
+
+      tr = Trainer(netg, netd)           # train mode, one Adam per network
+      losses = tr.step(x)                # x (N, nc, isize, isize) in [-1, 1]
+
+    step(x) runs, in this order (D is evaluated 4 times in train mode, so each of
+    its BNs updates its running statistics 4 times; G's BNs update once):
+      fake, z, z' = G(x)
+      p_real, f_real = D(x);  p_fake, f_fake = D(fake.detach())
+      G: zero grads; adv = l2(D(x)[1], D(fake)[1]); con = mean|fake - x|;
+         enc = l2(z', z); err_g = w_adv*adv + w_con*con + w_enc*enc;
+         backward; Adam step on G only (D's gradients from err_g are dropped)
+      D: zero grads; err_d = 0.5*(BCE(p_real, 1) + BCE(p_fake, 0)); backward
+         (p_real and p_fake were computed with D's weights before this step);
+         Adam step on D; if err_d < 1e-5, D is re-initialised (weights_init)
+    Adam is torch's: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+    w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), eps 1e-8.
+    Returns a dict of Python floats: err_g, err_g_adv, err_g_con, err_g_enc,
+    err_d, err_d_real, err_d_fake, and reinit_d (True if D was re-initialised).
+    """
+
+    def __init__(self, netg, netd, hp=None):
+        self.hp = dict(TRAIN_DEFAULTS, **(hp or {}))
+        self.netg, self.netd = netg, netd
+        betas = (self.hp["beta1"], self.hp["beta2"])
+        self.opt_g = torch.optim.Adam(netg.parameters(), lr=self.hp["lr"], betas=betas, eps=1e-8)
+        self.opt_d = torch.optim.Adam(netd.parameters(), lr=self.hp["lr"], betas=betas, eps=1e-8)
+        self.bce = nn.BCELoss()
+        netg.train()
+        netd.train()
+
+    def step(self, x):
+        hp, netg, netd = self.hp, self.netg, self.netd
+        n = x.shape[0]
+        ones, zeros = x.new_ones(n), x.new_zeros(n)
+        # forward_g, forward_d
+        fake, latent_i, latent_o = netg(x)
+        pred_real, _ = netd(x)
+        pred_fake, _ = netd(fake.detach())
+        # backward_g
+        self.opt_g.zero_grad()
+        err_g_adv = l2_loss(netd(x)[1], netd(fake)[1])
+        err_g_con = torch.mean(torch.abs(fake - x))
+        err_g_enc = l2_loss(latent_o, latent_i)
+        err_g = err_g_adv * hp["w_adv"] + err_g_con * hp["w_con"] + err_g_enc * hp["w_enc"]
+        err_g.backward(retain_graph=True)
+        self.opt_g.step()
+        # backward_d
+        self.opt_d.zero_grad()
+        err_d_real = self.bce(pred_real, ones)
+        err_d_fake = self.bce(pred_fake, zeros)
+        err_d = (err_d_real + err_d_fake) * 0.5
+        err_d.backward()
+        self.opt_d.step()
+        reinit = err_d.item() < 1e-5
+        if reinit:
+            netd.apply(weights_init)
+        return {"err_g": err_g.item(), "err_g_adv": err_g_adv.item(), "err_g_con": err_g_con.item(),
+                "err_g_enc": err_g_enc.item(), "err_d": err_d.item(), "err_d_real": err_d_real.item(),
+                "err_d_fake": err_d_fake.item(), "reinit_d": reinit}
