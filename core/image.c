@@ -21,6 +21,7 @@
 **                       CRC'd chunks. It is written here rather than taken
 **                       from stb_image_write, whose deflate asserts on a
 **                       failed allocation and leaks on another.
+**   gzip                image_gunzip, on stb_image's inflate.
 */
 #include "image.h"
 #include "safetensors.h"   /* st_crc32, for gzip trailers */
@@ -46,8 +47,11 @@
 #define STBI_NO_LINEAR
 #define STBI_NO_HDR
 #define STBI_MAX_DIMENSIONS IMAGE_MAX_SIDE
-#define STBI_MALLOC(sz) anom_malloc(sz)
-#define STBI_REALLOC(p, sz) anom_realloc((p), (sz))
+/* See stb_malloc below. */
+static void *stb_malloc(size_t n);
+static void *stb_realloc(void *p, size_t n);
+#define STBI_MALLOC(sz) stb_malloc(sz)
+#define STBI_REALLOC(p, sz) stb_realloc((p), (sz))
 #define STBI_FREE(p) anom_free(p)
 
 /* stb_image 2.27 declares stbi_set_unpremultiply_on_load_thread but defines
@@ -78,6 +82,24 @@
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
+
+/*
+** stb_image's allocations. Zeroed, because a JPEG scan may use a Huffman
+** table the file never defined, and stb 2.27 then reads the table as it was
+** allocated. A failure records stb's "outofmem" reason here, because some
+** of its callers (the PNG inflater's first buffer) fail without one.
+*/
+static void *stb_malloc(size_t n) {
+  void *p = anom_calloc(1, n);
+  if( !p ) stbi__g_failure_reason = "outofmem";
+  return p;
+}
+
+static void *stb_realloc(void *p, size_t n) {
+  void *q = anom_realloc(p, n);
+  if( !q ) stbi__g_failure_reason = "outofmem";
+  return q;
+}
 
 /* ---------------------------------------------------------------------------
 ** Format sniffing.
@@ -267,6 +289,95 @@ static int pnm_header(const unsigned char *b, size_t n, pnm_info *p,
   return ANOM_OK;
 }
 
+/*
+** JPEG: walk the marker segments and the entropy-coded data after each SOS
+** to EOI (FF D9); *eoi says whether it was found (bytes after it are
+** allowed). Thumbnails inside APPn segments are skipped by length, so their
+** own EOI does not count. The walk also checks each Huffman table (DHT)
+** before stb sees it: stb_image 2.27 writes past its tables when the 16
+** code counts of one add up to more than 256.
+*/
+static int jpeg_dht_check(const unsigned char *s, size_t len, size_t avail,
+                          size_t at, anom_err *e) {
+  size_t p = 0;
+  /* tables cut off by the end of the blob are checked too: stb reads zeros
+  ** past the end, so the counts that are there are the ones it adds up */
+  while( p < len && p < avail ){
+    unsigned total = 0;
+    size_t i;
+    for(i = 1; i <= 16 && p + i < avail; i++) total += s[p + i];
+    if( total > 256 ){
+      return anom_fail(e, ANOM_EFORMAT,
+                       "corrupt JPEG file: Huffman table at byte %zu has %u "
+                       "codes, at most 256",
+                       at + p, total);
+    }
+    p += 17 + total;
+  }
+  if( avail >= len && p != len ){
+    return anom_fail(e, ANOM_EFORMAT,
+                     "corrupt JPEG file: Huffman table segment at byte %zu "
+                     "does not add up",
+                     at);
+  }
+  return ANOM_OK;
+}
+
+static int jpeg_walk(const unsigned char *b, size_t n, int *eoi, anom_err *e) {
+  size_t p = 2;
+  *eoi = 0;
+  while( p < n ){
+    unsigned m;
+    size_t len;
+    if( b[p] != 0xff ){ /* stray bytes between segments: skip, as decoders do */
+      p++;
+      continue;
+    }
+    while( p < n && b[p] == 0xff ) p++; /* fill bytes */
+    if( p >= n ) break;
+    m = b[p++];
+    if( m == 0xd9 ){
+      *eoi = 1;
+      break;
+    }
+    if( m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8) ) continue;
+    if( n - p < 2 ) break;
+    len = (size_t)b[p] << 8 | b[p + 1];
+    if( len < 2 ){
+      return anom_fail(e, ANOM_EFORMAT,
+                       "corrupt JPEG file: segment 0x%02x at byte %zu has "
+                       "length %zu",
+                       m, p - 2, len);
+    }
+    if( m == 0xc4 ){
+      int rc = jpeg_dht_check(b + p + 2, len - 2, n - p - 2, p + 2, e);
+      if( rc ) return rc;
+    }
+    if( n - p < len ) break;
+    p += len;
+    if( m == 0xda ){ /* start of scan: entropy-coded data up to a marker */
+      while( p < n ){
+        const unsigned char *ff = memchr(b + p, 0xff, n - p);
+        unsigned q;
+        if( !ff || (size_t)(ff - b) + 1 >= n ){
+          p = n;
+          break;
+        }
+        p = (size_t)(ff - b);
+        q = b[p + 1];
+        if( q == 0x00 || (q >= 0xd0 && q <= 0xd7) ){
+          p += 2; /* stuffed byte or restart marker */
+        }else if( q == 0xff ){
+          p += 1;
+        }else{
+          break; /* a marker: back to the segment loop */
+        }
+      }
+    }
+  }
+  return ANOM_OK;
+}
+
 /* ---------------------------------------------------------------------------
 ** Probe: format, width, height and channels from the header. Sizes are
 ** range-checked here (1 .. IMAGE_MAX_SIDE per side).
@@ -275,6 +386,7 @@ typedef struct probe_out {
   int fmt;
   int w, h, c;
   pnm_info pnm; /* when fmt == FMT_PNM */
+  int jpeg_eoi; /* when fmt == FMT_JPEG: the walk reached EOI */
 } probe_out;
 
 static int stb_reason_code(const char *reason) {
@@ -283,10 +395,14 @@ static int stb_reason_code(const char *reason) {
   return ANOM_EFORMAT;
 }
 
+/* stb keeps its last failure reason per thread; clear it before each call
+** so that a path failing without one is not blamed on an older reason. */
+static void stb_clear_reason(void) { stbi__g_failure_reason = NULL; }
+
 static int stb_fail(int fmt, const char *what, anom_err *e) {
   const char *reason = stbi_failure_reason();
   int code = stb_reason_code(reason);
-  if( !reason || !reason[0] ) reason = "unknown error";
+  if( !reason || !reason[0] ) reason = "no reason given";
   if( code == ANOM_ENOMEM ){
     return anom_fail(e, code, "out of memory %s the %s image", what,
                      fmt_names[fmt]);
@@ -326,6 +442,11 @@ static int probe_impl(const void *buf, size_t n, probe_out *o, anom_err *e) {
     default: {
       stbi__context s;
       int x = 0, y = 0, ok = 0;
+      if( o->fmt == FMT_JPEG ){
+        rc = jpeg_walk(b, n, &o->jpeg_eoi, e);
+        if( rc ) return rc;
+      }
+      stb_clear_reason();
       stbi__start_mem(&s, b, (int)n);
       if( o->fmt == FMT_JPEG ) ok = stbi__jpeg_info(&s, &x, &y, &c);
       else if( o->fmt == FMT_GIF ) ok = stbi__gif_info(&s, &x, &y, &c);
@@ -393,60 +514,6 @@ static int png_complete(const unsigned char *b, size_t n, anom_err *e) {
                    p);
 }
 
-/* JPEG: walk the marker segments and entropy-coded data to EOI (FF D9).
-** Anything after EOI is allowed. Thumbnails inside APPn segments are skipped
-** by length, so their own EOI does not count. */
-static int jpeg_complete(const unsigned char *b, size_t n, anom_err *e) {
-  size_t p = 2;
-  while( p < n ){
-    unsigned m;
-    size_t len;
-    if( b[p] != 0xff ){ /* stray bytes between segments: skip, as decoders do */
-      p++;
-      continue;
-    }
-    while( p < n && b[p] == 0xff ) p++; /* fill bytes */
-    if( p >= n ) break;
-    m = b[p++];
-    if( m == 0xd9 ) return ANOM_OK;
-    if( m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8) ) continue;
-    if( n - p < 2 ) break;
-    len = (size_t)b[p] << 8 | b[p + 1];
-    if( len < 2 ){
-      return anom_fail(e, ANOM_EFORMAT,
-                       "corrupt JPEG file: segment 0x%02x at byte %zu has "
-                       "length %zu",
-                       m, p - 2, len);
-    }
-    if( n - p < len ) break;
-    p += len;
-    if( m == 0xda ){ /* start of scan: entropy-coded data up to a marker */
-      while( p < n ){
-        const unsigned char *ff = memchr(b + p, 0xff, n - p);
-        unsigned q;
-        if( !ff ){
-          p = n;
-          break;
-        }
-        p = (size_t)(ff - b);
-        if( p + 1 >= n ){
-          p = n;
-          break;
-        }
-        q = b[p + 1];
-        if( q == 0x00 || (q >= 0xd0 && q <= 0xd7) ){
-          p += 2; /* stuffed byte or restart marker */
-        }else if( q == 0xff ){
-          p += 1;
-        }else{
-          break; /* a marker: back to the segment loop */
-        }
-      }
-    }
-  }
-  return anom_fail(e, ANOM_EFORMAT, "truncated JPEG file (no EOI marker)");
-}
-
 /* GIF: walk the blocks to the trailer byte 0x3B. */
 static int gif_skip_subblocks(const unsigned char *b, size_t n, size_t *p) {
   for(;;){
@@ -479,6 +546,12 @@ static int gif_complete(const unsigned char *b, size_t n, anom_err *e) {
       p += 9;
       if( flags & 0x80 ) p += (size_t)3 << ((flags & 7) + 1);
       if( p >= n ) goto truncated;
+      if( b[p] > 12 ){ /* stb fails on these without saying why */
+        return anom_fail(e, ANOM_EFORMAT,
+                         "corrupt GIF file: LZW code size %d at byte %zu, at "
+                         "most 12",
+                         b[p], p);
+      }
       p++; /* LZW minimum code size */
       if( gif_skip_subblocks(b, n, &p) ) goto truncated;
     }else{
@@ -578,6 +651,7 @@ static int stb_decode(image_u8 *im, const unsigned char *buf, size_t n,
   void *r = NULL;
   unsigned char *px;
   int x = 0, y = 0, fc = 0;
+  stb_clear_reason();
   stbi__start_mem(&s, buf, (int)n);
   memset(&ri, 0, sizeof(ri));
   ri.bits_per_channel = 8;
@@ -640,7 +714,11 @@ int image_decode(image_u8 *im, const void *buf, size_t n, long long max_pixels,
   }
   switch( o.fmt ){
     case FMT_PNG: rc = png_complete(buf, n, e); break;
-    case FMT_JPEG: rc = jpeg_complete(buf, n, e); break;
+    case FMT_JPEG:
+      rc = o.jpeg_eoi ? ANOM_OK
+                      : anom_fail(e, ANOM_EFORMAT,
+                                  "truncated JPEG file (no EOI marker)");
+      break;
     case FMT_GIF: rc = gif_complete(buf, n, e); break;
     case FMT_BMP: rc = bmp_complete(buf, n, o.w, o.h, e); break;
     default: rc = pnm_complete(&o.pnm, n, e); break;
@@ -743,13 +821,16 @@ int image_to_tensor(float *x, const image_u8 *im, int w, int h, int c, int fit,
   ox = (w - dw) / 2;
   oy = (h - dh) / 2;
 
+  /* Resample with stb's default filters, chosen per axis: Mitchell-Netravali
+  ** when reducing, Catmull-Rom when enlarging. (Its triangle filter trips
+  ** an internal assertion on reductions between 1/2 and 1, e.g. 7 -> 5.) */
   if( dw != im->w || dh != im->h ){
     nbytes = (size_t)dw * (size_t)dh * (size_t)k;
     sized = anom_malloc(nbytes);
     if( !sized ||
         !stbir_resize_uint8_generic(src, im->w, im->h, 0, sized, dw, dh, 0, k,
                                     STBIR_ALPHA_CHANNEL_NONE, 0,
-                                    STBIR_EDGE_CLAMP, STBIR_FILTER_TRIANGLE,
+                                    STBIR_EDGE_CLAMP, STBIR_FILTER_DEFAULT,
                                     STBIR_COLORSPACE_LINEAR, NULL) ){
       rc = anom_fail(e, ANOM_ENOMEM,
                      "out of memory resampling a %dx%d image to %dx%d", im->w,

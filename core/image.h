@@ -8,11 +8,12 @@
 **   image_to_tensor(x, &im, 32, 32, 1, IMAGE_FIT_RESIZE, &e);    x is (C, H, W) in [-1, 1]
 **   image_free(&im);
 **
-** Accepted formats: PNG, JPEG, BMP, GIF (first frame) and PNM (PGM/PPM),
-** decoded with stb_image compiled from Debian's header with only those
-** formats. Before any pixel is decoded, the dimensions declared by the header
-** are checked against max_pixels (a decompression-bomb guard), and a file cut
-** short is refused rather than decoded into a partly grey image.
+** Accepted formats: PNG, JPEG, BMP, GIF (first frame) and PNM (binary
+** PGM/PPM), decoded with stb_image compiled from Debian's header with only
+** those formats (PNM by our own code, see docs/images.md). Before any pixel
+** is decoded, the dimensions declared by the header are checked against
+** max_pixels (a decompression-bomb guard), and a file cut short is refused
+** rather than decoded into a partly grey image.
 **
 ** Pixel buffers are interleaved (H, W, C) bytes; tensors are planar (C, H, W)
 ** floats. Channel conversion: grey -> RGB repeats the grey value; RGB -> grey
