@@ -25,6 +25,12 @@ LDFLAGS += -fsanitize=thread
 endif
 
 BUILD   := build$(if $(SANITIZE),-san-$(SANITIZE))
+
+# OpenBLAS kernels for CPUs newer than the installed OpenBLAS (scripts/blas_env.sh)
+BLAS_CORE := $(shell scripts/blas_env.sh)
+ifneq ($(BLAS_CORE),)
+export OPENBLAS_CORETYPE := $(BLAS_CORE)
+endif
 DEPS_BUILD := libsqlite3-dev sqlite3 libopenblas-dev libstb-dev libcjson-dev
 DEPS_TEST  := $(DEPS_BUILD) libcmocka-dev dataset-fashion-mnist
 
@@ -34,6 +40,9 @@ CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 EXT_OBJ  := $(EXT_SRC:%.c=$(BUILD)/%.o)
 # core built with ANOM_TEST for unit tests (allocation fault injection)
 TCORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/t/%.o)
+
+# the loadable extension; sanitizer builds keep theirs in their build folder
+EXT_SO   := $(if $(SANITIZE),$(BUILD)/anomaly.so,anomaly.so)
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -48,7 +57,7 @@ deps:
 deps-test:
 	@scripts/deps.sh $(DEPS_TEST)
 
-anomaly.so: $(CORE_OBJ) $(EXT_OBJ)
+$(EXT_SO): $(CORE_OBJ) $(EXT_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
@@ -71,10 +80,16 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory anomaly.so
 	@scripts/demo.sh $(if $(TRAIN),train)
 
-test: deps-test anomaly.so $(UNIT_BIN) $(BUILD)/tests/sqltest
-	@BUILD=$(BUILD) sh tests/run.sh $(UNIT_BIN) $(BUILD)/tests/sqltest
+# benchmarks into build/bench/report.md; BENCH_QUICK=1 for a smoke run
+bench: deps-demo
+	@$(MAKE) --no-print-directory anomaly.so
+	@sh tests/bench/run.sh
 
-$(BUILD)/tests/sqltest: tests/sql/test_sql.c $(TCORE_OBJ) anomaly.so
+test: deps-test
+	@$(MAKE) --no-print-directory $(EXT_SO) $(UNIT_BIN) $(BUILD)/tests/sqltest
+	@ANOMALY_EXT=./$(basename $(EXT_SO)) SANITIZE=$(SANITIZE) sh tests/run.sh $(UNIT_BIN) $(BUILD)/tests/sqltest
+
+$(BUILD)/tests/sqltest: tests/sql/test_sql.c $(TCORE_OBJ) $(EXT_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DANOM_TEST -o $@ $< $(TCORE_OBJ) $(LDFLAGS) $(LDLIBS) -lsqlite3 -lcmocka
 

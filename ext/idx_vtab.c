@@ -150,8 +150,9 @@ static int idxFilter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr,
     if( (rc = load_file(vt, (const char *)sqlite3_value_text(argv[1]), &cur->labels)) )
       return rc;
     if( cur->labels.ndim != 1 || cur->labels.count != cur->images.count ){
-      vt->zErrMsg = sqlite3_mprintf("anomaly_idx: the labels file holds %zu labels "
-                                    "for %zu images", cur->labels.count, cur->images.count);
+      vt->zErrMsg = sqlite3_mprintf("anomaly_idx: the labels file holds %lld labels "
+                                    "for %lld images", (long long)cur->labels.count,
+                                    (long long)cur->images.count);
       return SQLITE_ERROR;
     }
     cur->has_labels = 1;

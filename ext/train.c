@@ -44,6 +44,7 @@ typedef struct train_agg {
   int replace, quiet;
   float *x;                        /* n tensors (C, H, W) */
   size_t n, cap, nulls;
+  int failed;                      /* a row failed: xFinal must not train */
 } train_agg;
 
 static const char *const general_keys[] = {"epochs", "batch", "seed", "holdout",
@@ -224,16 +225,26 @@ static int same_text(sqlite3_value *v, const char *s) {
   return t && s && strcmp((const char *)t, s) == 0;
 }
 
+static int train_row(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value **argv);
+
 static void trainStep(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   train_agg *a = sqlite3_aggregate_context(ctx, sizeof(*a));
-  anom_conn *cn = sqlite3_user_data(ctx);
   if( !a ){ sqlite3_result_error_nomem(ctx); return; }
+  if( a->failed ) return;
+  /* SQLite calls xFinal even after an error here: remember it */
+  a->failed = 1;
+  if( train_row(ctx, a, argc, argv) == 0 ) a->failed = 0;
+}
+
+/* Add one row; 0 on success, else the error is set on ctx. */
+static int train_row(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value **argv) {
+  anom_conn *cn = sqlite3_user_data(ctx);
   int t = sqlite3_value_type(argv[2]);
-  if( t == SQLITE_NULL ){ a->nulls++; return; }
+  if( t == SQLITE_NULL ){ a->nulls++; return 0; }
   if( t != SQLITE_BLOB ){
     agg_error(ctx, "image must be a BLOB (PNG, JPEG, BMP, GIF or PNM), got %s",
               t == SQLITE_TEXT ? "TEXT" : t == SQLITE_INTEGER ? "INTEGER" : "REAL");
-    return;
+    return 1;
   }
   image_u8 im;
   anom_err e;
@@ -242,42 +253,43 @@ static void trainStep(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
                         (size_t)sqlite3_value_bytes(argv[2]), cn->max_pixels, &e);
   if( rc ){
     if( rc == ANOM_ENOMEM ) sqlite3_result_error_nomem(ctx);
-    else agg_error(ctx, "image %zu: %s", a->n + a->nulls + 1, e.msg);
-    return;
+    else agg_error(ctx, "image %lld: %s", (long long)(a->n + a->nulls + 1), e.msg);
+    return 1;
   }
   if( !a->started ){
     a->started = 1;
-    if( agg_start(ctx, a, argc, argv, &im) ){ image_free(&im); return; }
+    if( agg_start(ctx, a, argc, argv, &im) ){ image_free(&im); return 1; }
   }else if( !same_text(argv[0], a->name) || !same_text(argv[1], a->method)
             || (argc > 3 && sqlite3_value_type(argv[3]) != SQLITE_NULL
                 && !same_text(argv[3], a->options)) ){
     image_free(&im);
     agg_error(ctx, "name, method and options must be the same on every row");
-    return;
+    return 1;
   }
-  if( !a->model ){ image_free(&im); return; }   /* the first row failed */
+  if( !a->model ){ image_free(&im); return 1; }   /* the first row failed */
   size_t img = (size_t)a->channels * a->height * a->width;
   if( (long long)((a->n + 1) * img * sizeof(float)) > a->memory ){
     image_free(&im);
-    agg_error(ctx, "the images need more than %lld MiB at %dx%dx%d (%zu images so "
+    agg_error(ctx, "the images need more than %lld MiB at %dx%dx%d (%lld images so "
               "far); raise option \"memory_mb\" or train on fewer images",
-              a->memory >> 20, a->width, a->height, a->channels, a->n + 1);
-    return;
+              a->memory >> 20, a->width, a->height, a->channels, (long long)(a->n + 1));
+    return 1;
   }
   if( a->n == a->cap ){
     size_t cap = a->cap ? a->cap * 2 : 256;
     float *x = anom_realloc(a->x, cap * img * sizeof(float));
-    if( !x ){ image_free(&im); sqlite3_result_error_nomem(ctx); return; }
+    if( !x ){ image_free(&im); sqlite3_result_error_nomem(ctx); return 1; }
     a->x = x;
     a->cap = cap;
   }
   rc = image_to_tensor(a->x + a->n * img, &im, a->width, a->height, a->channels, a->fit, &e);
   image_free(&im);
   if( rc ){
-    agg_error(ctx, "image %zu: %s", a->n + a->nulls + 1, e.msg);
-    return;
+    agg_error(ctx, "image %lld: %s", (long long)(a->n + a->nulls + 1), e.msg);
+    return 1;
   }
   a->n++;
+  return 0;
 }
 
 static void print_progress(void *ctx, const train_progress *p) {
@@ -308,6 +320,7 @@ static void agg_free(train_agg *a) {
 
 static void trainFinal(sqlite3_context *ctx) {
   train_agg *a = sqlite3_aggregate_context(ctx, 0);
+  if( a && a->failed ){ agg_free(a); return; }   /* the error is reported already */
   if( !a || !a->model ){
     if( !a || !a->started )
       agg_error(ctx, "no images to train on (the query returned no rows%s)",

@@ -23,7 +23,9 @@ for bin in "$@"; do
   fi
 done
 rm -f "$log"
-# the sqlite3 shell: the README's tour must run as written
-if sh tests/sql/shell_tour.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+# the sqlite3 shell: the README's tour and the examples must run as written
+for script in tests/sql/*.sh; do
+  if sh "$script"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

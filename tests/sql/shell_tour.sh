@@ -4,10 +4,17 @@
 # delete. The output must match the expected text exactly.
 mkdir -p build
 db=build/tour.db
+ext=${ANOMALY_EXT:-./anomaly}
+# an instrumented extension in the uninstrumented shell: preload the runtime
+case "$SANITIZE" in
+  1) export LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
+     export ASAN_OPTIONS=detect_leaks=0 ;;
+  thread) export LD_PRELOAD="$(cc -print-file-name=libtsan.so)" ;;
+esac
 rm -f "$db" build/tour-export.safetensors
-got=$(sqlite3 "$db" 2>&1 <<'SQL'
+got=$(sqlite3 "$db" 2>&1 <<SQL
 .bail on
-.load ./anomaly
+.load $ext
 SELECT anomaly_version();
 CREATE TABLE photos(id INTEGER PRIMARY KEY, image BLOB);
 INSERT INTO photos(id, image)

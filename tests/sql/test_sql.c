@@ -27,12 +27,18 @@
 #define TINY64 "tests/data/tiny64rgb-ganomaly.safetensors"
 #define DBFILE "build/test-registry.db"
 
+/* The extension under test: $ANOMALY_EXT (a sanitizer build), else ./anomaly. */
+static const char *ext_path(void) {
+  const char *p = getenv("ANOMALY_EXT");
+  return p && *p ? p : "./anomaly";
+}
+
 static sqlite3 *open_db(const char *path) {
   sqlite3 *db;
   assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
   sqlite3_enable_load_extension(db, 1);
   char *err = NULL;
-  int rc = sqlite3_load_extension(db, "./anomaly", NULL, &err);
+  int rc = sqlite3_load_extension(db, ext_path(), NULL, &err);
   if( rc ) fprintf(stderr, "load: %s\n", err);
   assert_int_equal(rc, SQLITE_OK);
   sqlite3_enable_load_extension(db, 0);
@@ -397,11 +403,155 @@ static void test_bad_inputs(void **state) {
   sqlite3_close(db);
 }
 
+
+#define FMNIST "/usr/share/datasets/fashion-mnist/"
+
+/* Fashion-MNIST through anomaly_idx into fashion(split, idx, label, image). */
+static void import_fashion(sqlite3 *db) {
+  exec_ok(db, "CREATE TABLE fashion(id INTEGER PRIMARY KEY, split TEXT, idx INT, label INT, image BLOB)");
+  exec_ok(db, "INSERT INTO fashion(split, idx, label, image) SELECT 'train', idx, label, image "
+              "FROM anomaly_idx('" FMNIST "train-images-idx3-ubyte.gz', '" FMNIST "train-labels-idx1-ubyte.gz')");
+  exec_ok(db, "INSERT INTO fashion(split, idx, label, image) SELECT 'test', idx, label, image "
+              "FROM anomaly_idx('" FMNIST "t10k-images-idx3-ubyte.gz', '" FMNIST "t10k-labels-idx1-ubyte.gz')");
+}
+
+/* anomaly_idx: the real files, and its errors. */
+static void test_idx(void **state) {
+  (void)state;
+  sqlite3 *db = open_db(":memory:");
+  import_fashion(db);
+  assert_int_equal(query_int(db, "SELECT count(*) FROM fashion WHERE split = 'train'"), 60000);
+  assert_int_equal(query_int(db, "SELECT count(*) FROM fashion WHERE split = 'test'"), 10000);
+  /* 6,000 training and 1,000 test images a class */
+  assert_int_equal(query_int(db, "SELECT count(DISTINCT n) FROM (SELECT count(*) AS n FROM "
+                                 "fashion WHERE split = 'train' GROUP BY label)"), 1);
+  assert_int_equal(query_int(db, "SELECT sum(label) FROM fashion WHERE split = 'test'"), 45000);
+  /* the first test image is an ankle boot (label 9), a 28x28 grey PNG */
+  sqlite3_stmt *st = query(db, "SELECT label, image FROM fashion WHERE split = 'test' AND idx = 0",
+                           NULL, 0);
+  assert_int_equal(sqlite3_column_int(st, 0), 9);
+  const unsigned char *png = sqlite3_column_blob(st, 1);
+  assert_memory_equal(png + 1, "PNG", 3);
+  assert_int_equal(png[19], 28);   /* IHDR width, big-endian */
+  assert_int_equal(png[23], 28);   /* height */
+  assert_int_equal(png[25], 0);    /* colour type: grey */
+  sqlite3_finalize(st);
+  /* no labels file: label is NULL */
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_idx('" FMNIST
+                                 "t10k-images-idx3-ubyte.gz') WHERE label IS NULL"), 10000);
+  exec_err(db, "SELECT count(*) FROM anomaly_idx('nope.gz')",
+           "anomaly_idx: cannot open 'nope.gz': No such file");
+  exec_err(db, "SELECT count(*) FROM anomaly_idx('" TINY "')",
+           "anomaly_idx: '" TINY "': not an IDX file");
+  exec_err(db, "SELECT count(*) FROM anomaly_idx('" FMNIST "t10k-images-idx3-ubyte.gz', '"
+               FMNIST "train-labels-idx1-ubyte.gz')",
+           "anomaly_idx: the labels file holds 60000 labels for 10000 images");
+  exec_err(db, "SELECT count(*) FROM anomaly_idx('" FMNIST "t10k-labels-idx1-ubyte.gz')",
+           "anomaly_idx: the images file has 1 dimension(s)");
+  exec_err(db, "SELECT count(*) FROM anomaly_idx", "anomaly_idx: the images file is required");
+  sqlite3_close(db);
+}
+
+static void test_auroc_sql(void **state) {
+  (void)state;
+  sqlite3 *db = open_db(":memory:");
+  /* sklearn's example: 0.75; NULL rows are skipped */
+  assert_true(query_double(db, "WITH t(s, y) AS (VALUES (0.1, 0), (0.4, 0), "
+                               "(0.35, 1), (0.8, 1), (NULL, 1), (0.5, NULL)) SELECT anomaly_auroc(s, y) FROM t") == 0.75);
+  /* ties count one half */
+  assert_true(query_double(db, "WITH t(s, y) AS (VALUES (0.2, 0), (0.5, 1), "
+                               "(0.5, 0), (0.9, 1), (0.1, 0)) SELECT anomaly_auroc(s, y) FROM t") == 5.5 / 6);
+  assert_true(query_double(db, "WITH t(s, y) AS (VALUES (1, 0), (1, 1)) SELECT anomaly_auroc(s, y) FROM t") == 0.5);
+  exec_err(db, "WITH t(s, y) AS (VALUES (1, 1), (2, 1)) SELECT anomaly_auroc(s, y) FROM t",
+           "anomaly_auroc: both classes are needed, found 2 anomalous and 0 normal");
+  exec_err(db, "WITH t(s, y) AS (VALUES ('a', 1), (2, 0)) SELECT anomaly_auroc(s, y) FROM t",
+           "anomaly_auroc: score and is_anomalous must be numbers");
+  exec_err(db, "SELECT anomaly_auroc(1, 1) WHERE 0", "anomaly_auroc: both classes are needed");
+  sqlite3_close(db);
+}
+
+/* Train on 3,000 trousers (a narrow GANomaly, ngf 16, 3 epochs: about 140
+** steps, where the latent score has settled; fewer steps or fewer images
+** leave it inverted), then score trousers against the other classes. */
+static void test_train_fashion(void **state) {
+  (void)state;
+  sqlite3 *db = open_db(":memory:");
+  import_fashion(db);
+  sqlite3_stmt *st = query(db,
+      "SELECT anomaly_train('trousers', 'ganomaly', image, '{\"epochs\": 3, \"ngf\": 16, "
+      "\"fit\": \"pad\", \"seed\": 3, \"quiet\": true}') FROM (SELECT image FROM fashion "
+      "WHERE split = 'train' AND label = 1 ORDER BY idx LIMIT 3000)", NULL, 0);
+  const char *js = (const char *)sqlite3_column_text(st, 0);
+  printf("# %s\n", js);
+  assert_non_null(strstr(js, "\"images\":3000,\"train\":2700,\"holdout\":300"));
+  assert_non_null(strstr(js, "\"epochs\":3,\"batches_per_epoch\":42"));
+  sqlite3_finalize(st);
+  assert_int_equal(query_int(db, "SELECT threshold > 0 FROM anomaly_models WHERE name = 'trousers'"), 1);
+  assert_int_equal(query_int(db, "SELECT info ->> '$.calibration.n' FROM anomaly_models"), 300);
+  exec_ok(db, "CREATE TABLE scored AS SELECT label, anomaly_scores(image, 'trousers') AS j "
+              "FROM fashion WHERE split = 'test' AND idx < 2000");
+  double auc = query_double(db, "SELECT anomaly_auroc(j ->> 'score', label <> 1) FROM scored");
+  double auc_l1 = query_double(db, "SELECT anomaly_auroc(j ->> 'recon_l1', label <> 1) FROM scored");
+  printf("# 3,000 trousers, 3 epochs, ngf 16: test AUROC %.4f (latent), %.4f (recon_l1), "
+         "first 2,000 test images\n", auc, auc_l1);
+  assert_true(auc > 0.9);        /* measured 0.991 */
+  assert_true(auc_l1 > 0.85);    /* measured 0.916 */
+  /* the threshold flags few trousers and many others */
+  double fp = query_double(db, "SELECT avg((j ->> 'score') > (SELECT threshold FROM anomaly_models)) "
+                               "FROM scored WHERE label = 1");
+  double tp = query_double(db, "SELECT avg((j ->> 'score') > (SELECT threshold FROM anomaly_models)) "
+                               "FROM scored WHERE label <> 1");
+  printf("# flagged over the threshold: %.3f of trousers, %.3f of the rest\n", fp, tp);
+  assert_true(fp < 0.1 && tp > 0.5);
+  /* the reconstruction is a PNG at the model's input size */
+  st = query(db, "SELECT anomaly_reconstruct(image, 'trousers') FROM fashion WHERE split = 'test' "
+                 "AND idx = 2", NULL, 0);
+  const unsigned char *png = sqlite3_column_blob(st, 0);
+  assert_memory_equal(png + 1, "PNG", 3);
+  assert_int_equal(png[19], 32);
+  assert_int_equal(png[23], 32);
+  sqlite3_finalize(st);
+
+  /* errors, and no partial model after any of them */
+  exec_err(db, "SELECT anomaly_train('trousers', 'ganomaly', image) FROM fashion WHERE idx < 3",
+           "anomaly_train: a model named 'trousers' exists already (add \"replace\": true");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaIy', image) FROM fashion WHERE idx < 3",
+           "anomaly_train: unknown method 'ganomaIy' (known: ganomaly)");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"epoch\": 1}') FROM fashion WHERE idx < 3",
+           "anomaly_train: ganomaly: unknown hyper-parameter 'epoch'");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"epochs\": 0}') FROM fashion WHERE idx < 3",
+           "anomaly_train: option 'epochs' must be an integer from 1 to 100000");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"nz\": \"big\"}') FROM fashion WHERE idx < 3",
+           "anomaly_train: ganomaly: 'nz' must be an integer");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"size\": 40}') FROM fashion WHERE idx < 3",
+           "anomaly_train: ganomaly: the input must be square with a side that is a multiple of 16, found 40x40");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, 'epochs=1') FROM fashion WHERE idx < 3",
+           "anomaly_train: options must be a JSON object");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image) FROM fashion WHERE 0",
+           "anomaly_train: no images to train on");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', 'photo.png')",
+           "anomaly_train: image must be a BLOB (PNG, JPEG, BMP, GIF or PNM), got TEXT");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"memory_mb\": 1}') FROM fashion "
+               "WHERE split = 'train' AND idx < 300",
+           "anomaly_train: the images need more than 1 MiB at 32x32x1 (257 images so far)");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image) FROM (SELECT image FROM fashion "
+               "WHERE split = 'test' AND idx < 2 UNION ALL SELECT x'89504e470d0a1a0a')",
+           "anomaly_train: image 3: ");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"holdout\": 0.5}') FROM fashion "
+               "WHERE idx < 3 AND split = 'test'",
+           "anomaly_train: training needs at least 2 images after holding out 2 for calibration, found 3");
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models"), 1);
+  sqlite3_close(db);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_version_and_golden),
     cmocka_unit_test(test_registry),
     cmocka_unit_test(test_bad_inputs),
+    cmocka_unit_test(test_idx),
+    cmocka_unit_test(test_auroc_sql),
+    cmocka_unit_test(test_train_fashion),
   };
   return cmocka_run_group_tests_name("sql", tests, NULL, NULL);
 }
