@@ -20,6 +20,7 @@
 #define ANOM_LAYERS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /*
 ** ---- gemm.c: C = alpha * op(A) * op(B) + beta * C, row-major, BLAS-shaped.
@@ -152,5 +153,49 @@ double l2_loss(float *dx, const float *x, const float *y, size_t count, float sc
 **   max(l, 0) - l t + log(1 + exp(-|l|)). */
 double bce_logits_loss(float *dx, const float *logits, float target,
                        size_t count, float scale);
+
+/* ==== Linear, concatenation, dropout ======================================
+** Forward and backward together; the backwards follow the convention above
+** (+=, any gradient output may be NULL).
+*/
+
+/*
+** ---- linear.c: nn.Linear, out (N, OUT) = in (N, IN) weight^T + bias.
+** weight (OUT, IN) as PyTorch stores it; bias (OUT) or NULL. in_f may be 0
+** (out = bias, or 0). out must not alias in.
+*/
+void linear_forward(int n, int in_f, int out_f, float *out, const float *in,
+                    const float *weight, const float *bias);
+void linear_forward_naive(int n, int in_f, int out_f, float *out,
+                          const float *in, const float *weight,
+                          const float *bias);
+/* dout (N, OUT); din (N, IN), dweight (OUT, IN), dbias (OUT); in the
+** forward input. */
+void linear_backward(int n, int in_f, int out_f, float *din, float *dweight,
+                     float *dbias, const float *dout, const float *in,
+                     const float *weight);
+
+/*
+** ---- concat.c: torch.cat([a, b], 1) of a (N, CA, HW) and b (N, CB, HW)
+** into out (N, CA+CB, HW); the backward splits dout (N, CA+CB, HW) back,
+** adding into da (N, CA, HW) and db (N, CB, HW).
+*/
+void concat_forward(int n, int ca, int cb, int hw, float *out, const float *a,
+                    const float *b);
+void concat_backward(int n, int ca, int cb, int hw, float *da, float *db,
+                     const float *dout);
+
+/*
+** ---- dropout.c: inverted dropout in training mode, p in [0, 1).
+** dropout_mask draws count keep flags (1 with probability 1 - p) from r,
+** exactly one rng_uniform each; the forward is out = in * mask / (1 - p),
+** a copy when p == 0 (mask may then be NULL). out may equal in.
+*/
+struct rng;
+void dropout_mask(uint8_t *mask, size_t count, float p, struct rng *r);
+void dropout_forward(float *out, const float *in, const uint8_t *mask,
+                     size_t count, float p);
+void dropout_backward(float *din, const float *dout, const uint8_t *mask,
+                      size_t count, float p);
 
 #endif /* ANOM_LAYERS_H */

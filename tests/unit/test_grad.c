@@ -33,10 +33,10 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-typedef struct rng { uint32_t s; } rng;
+typedef struct test_rng { uint32_t s; } test_rng;
 
 /* xorshift32, uniform in [-1, 1) */
-static double rng_unit(rng *r) {
+static double rng_unit(test_rng *r) {
   r->s ^= r->s << 13;
   r->s ^= r->s >> 17;
   r->s ^= r->s << 5;
@@ -46,17 +46,17 @@ static double rng_unit(rng *r) {
 #define GRID 4096.0 /* parameters are multiples of 1 / GRID */
 
 /* uniform in [lo, hi], rounded to the grid */
-static float grid_rand(rng *r, double lo, double hi) {
+static float grid_rand(test_rng *r, double lo, double hi) {
   double u = lo + (hi - lo) * 0.5 * (rng_unit(r) + 1.0);
   return (float)(nearbyint(u * GRID) / GRID);
 }
 
-static void fill_grid(float *p, size_t count, rng *r, double lo, double hi) {
+static void fill_grid(float *p, size_t count, test_rng *r, double lo, double hi) {
   for(size_t i = 0; i < count; i++) p[i] = grid_rand(r, lo, hi);
 }
 
 /* like fill_grid, but |p| >= gap: no kink of ReLU or |x| within reach */
-static void fill_grid_away(float *p, size_t count, rng *r, double lo,
+static void fill_grid_away(float *p, size_t count, test_rng *r, double lo,
                            double hi, double gap) {
   for(size_t i = 0; i < count; i++){
     do p[i] = grid_rand(r, lo, hi); while( fabs(p[i]) < gap );
@@ -159,7 +159,7 @@ typedef struct conv_prob {
 /* 0 when the shape is not valid (nothing allocated) */
 static int conv_prob_init(conv_prob *q, int transposed, int c, int h, int w,
                           int oc, int k, int stride, int pad, int n,
-                          int with_bias, rng *r) {
+                          int with_bias, test_rng *r) {
   memset(q, 0, sizeof(*q));
   if( conv_shape_init(&q->s, c, h, w, oc, k, stride, pad, transposed) )
     return 0;
@@ -226,7 +226,7 @@ static const int grad_sizes[][5] = {
 
 /* analytic gradients of every conv problem against finite differences */
 static void check_conv_grads(int transposed, fd_check *ck) {
-  rng r = {transposed ? 777u : 555u};
+  test_rng r = {transposed ? 777u : 555u};
   int runs = 0;
   for(size_t ki = 0; ki < sizeof(grad_kernels) / sizeof(grad_kernels[0]); ki++)
   for(size_t si = 0; si < sizeof(grad_sizes) / sizeof(grad_sizes[0]); si++){
@@ -341,7 +341,7 @@ static void test_convt_backward_hand(void **state) {
 ** two. grad comes from one call into zeros with all three present.
 */
 static void check_conv_accumulates(int transposed, int c, int h, int w, int oc,
-                                   kernel_case kc, int n, rng *r) {
+                                   kernel_case kc, int n, test_rng *r) {
   conv_prob q;
   assert_true(conv_prob_init(&q, transposed, c, h, w, oc, kc.k, kc.stride,
                              kc.pad, n, 1, r));
@@ -380,7 +380,7 @@ static void check_conv_accumulates(int transposed, int c, int h, int w, int oc,
 
 static void test_conv_accumulates(void **state) {
   (void)state;
-  rng r = {31337};
+  test_rng r = {31337};
   static const kernel_case kcs[] = {{4, 2, 1}, {3, 1, 1}, {1, 1, 0}};
   for(int tr = 0; tr < 2; tr++)
   for(size_t i = 0; i < sizeof(kcs) / sizeof(kcs[0]); i++)
@@ -411,7 +411,7 @@ static void test_batchnorm_grad(void **state) {
     {2, 2, 16}, {3, 1, 24},
   };
   fd_check ck = {"batchnorm", 1.0 / 32, 1e-4, 1e-4, 0, 0, 0};
-  rng r = {2024};
+  test_rng r = {2024};
   for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
     bn_prob q = {cases[i][0], cases[i][1], cases[i][2], 0, 1e-5f,
                  NULL, NULL, NULL, NULL, NULL, NULL, NULL};
@@ -519,7 +519,7 @@ static void test_batchnorm_forward_train_stats(void **state) {
   const float offset[C] = {0.5f, 100, -50}, spread[C] = {0.01f, 5, 2};
   const float gamma[C] = {1, 1, 1}, beta[C] = {0, 0, 0};
   float in[COUNT], out[COUNT], inplace[COUNT], mean[C], var[C], m2[C], v2[C];
-  rng r = {8};
+  test_rng r = {8};
   for(int i = 0; i < N; i++)
   for(int ch = 0; ch < C; ch++)
   for(int j = 0; j < HW; j++)
@@ -596,7 +596,7 @@ static double act_objective(void *ctx) {
 
 static void check_act_grad(int kind, const char *name, double lo, double hi) {
   fd_check ck = {name, 1.0 / 32, 2e-5, 1e-5, 0, 0, 0};
-  rng r = {(uint32_t)(100 + kind)};
+  test_rng r = {(uint32_t)(100 + kind)};
   act_prob q = {kind, 300, fbuf(300), fbuf(300), fbuf(300)};
   float *din = fbuf(q.count);
   /* clear of the kink at 0 by 4h: the 4-point stencil reaches 2h */
@@ -678,7 +678,7 @@ static double loss_objective(void *ctx) {
 
 static void check_loss_grad(int kind, const char *name, float target) {
   fd_check ck = {name, 1.0 / 32, 1e-8, 1e-6, 0, 0, 0};
-  rng r = {(uint32_t)(900 + kind)};
+  test_rng r = {(uint32_t)(900 + kind)};
   loss_prob q = {kind, 200, fbuf(200), fbuf(200), target, 3.0f};
   float *dx = fbuf(q.count);
   fill_grid(q.y, q.count, &r, -1, 1);

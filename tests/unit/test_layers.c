@@ -18,10 +18,10 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-typedef struct rng { uint32_t s; } rng;
+typedef struct test_rng { uint32_t s; } test_rng;
 
 /* xorshift32, uniform in [-1, 1) */
-static float rng_unit(rng *r) {
+static float rng_unit(test_rng *r) {
   r->s ^= r->s << 13;
   r->s ^= r->s >> 17;
   r->s ^= r->s << 5;
@@ -34,7 +34,7 @@ static float *fbuf(size_t count) {
   return p;
 }
 
-static void fill_rand(float *p, size_t count, rng *r, float scale) {
+static void fill_rand(float *p, size_t count, test_rng *r, float scale) {
   for(size_t i = 0; i < count; i++) p[i] = rng_unit(r) * scale;
 }
 
@@ -98,7 +98,7 @@ static void test_gemm_hand(void **state) {
 
 /* gemm vs gemm_naive, padded leading dimensions, pad columns untouched */
 static void check_gemm(int ta, int tb, int m, int n, int k, float alpha,
-                       float beta, rng *r) {
+                       float beta, test_rng *r) {
   int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 1;
   size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb;
   size_t nc = (size_t)m * ldc;
@@ -135,7 +135,7 @@ static void test_gemm_vs_naive(void **state) {
   (void)state;
   static const int sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 13, 9},
                                  {64, 33, 65}, {2, 1, 31}, {1, 40, 3}};
-  rng r = {12345};
+  test_rng r = {12345};
   for(int ta = 0; ta < 2; ta++)
   for(int tb = 0; tb < 2; tb++)
   for(size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++){
@@ -295,7 +295,7 @@ typedef struct kernel_case { int k, stride, pad; } kernel_case;
 
 /* Run forward and naive on random data, 1e-5 relative. 0 if shape invalid. */
 static int check_conv(int transposed, int c, int h, int w, int oc,
-                      kernel_case kc, int n, int with_bias, rng *r) {
+                      kernel_case kc, int n, int with_bias, test_rng *r) {
   conv_shape s;
   if( conv_shape_init(&s, c, h, w, oc, kc.k, kc.stride, kc.pad, transposed) )
     return 0;
@@ -342,7 +342,7 @@ static void test_conv2d_vs_naive(void **state) {
   };
   static const int sizes[][2] = {{4, 4}, {5, 5}, {8, 8}, {32, 32},
                                  {4, 5}, {8, 32}, {32, 5}};
-  rng r = {777};
+  test_rng r = {777};
   int runs = 0;
   for(size_t ki = 0; ki < sizeof(kernels) / sizeof(kernels[0]); ki++)
   for(size_t ci = 0; ci < sizeof(chans) / sizeof(chans[0]); ci++)
@@ -441,7 +441,7 @@ static void test_convt_vs_naive(void **state) {
   };
   static const int sizes[][2] = {{1, 1}, {2, 2}, {4, 4}, {5, 3}, {8, 8},
                                  {16, 16}, {3, 8}};
-  rng r = {4242};
+  test_rng r = {4242};
   int runs = 0;
   for(size_t ki = 0; ki < sizeof(kernels) / sizeof(kernels[0]); ki++)
   for(size_t ci = 0; ci < sizeof(chans) / sizeof(chans[0]); ci++)
@@ -472,7 +472,7 @@ static void test_convt_adjoint(void **state) {
     {7, 6, 6, 1, 3, 1, 1}, {1, 3, 4, 16, 5, 3, 2}, {16, 2, 2, 3, 1, 1, 0},
     {3, 4, 2, 2, 1, 2, 0}, {5, 3, 3, 4, 2, 2, 0}, {2, 8, 8, 3, 4, 2, 1},
   };
-  rng r = {99};
+  test_rng r = {99};
   for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
     const int *q = cases[i];
     conv_shape t, s;
@@ -511,7 +511,7 @@ static void test_im2col_adjoint(void **state) {
     {3, 5, 4, 2, 3, 2, 1, 0}, {2, 4, 4, 3, 4, 2, 1, 0}, {1, 7, 3, 1, 3, 1, 2, 0},
     {2, 3, 2, 3, 3, 2, 1, 1}, {3, 1, 1, 2, 4, 1, 0, 1}, {1, 2, 3, 2, 5, 3, 2, 1},
   };
-  rng r = {5};
+  test_rng r = {5};
   for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
     const int *q = cases[i];
     conv_shape s;
