@@ -55,9 +55,13 @@ typedef struct detector_ops {
   /*
   ** Score n images x (n, C, H, W) in [-1, 1] into out[0..n). When recon is
   ** not NULL, also write each reconstruction x_hat (n, C, H, W) there.
+  ** opts (a JSON object or NULL) holds per-call scoring options, such as
+  ** AnoGAN's search steps; a method rejects the keys it does not take,
+  ** naming them.
   */
   int (*score)(const struct anom_model *m, int n, const float *x, float *work,
-               score_result *out, float *recon, anom_err *e);
+               score_result *out, float *recon, const struct cJSON *opts,
+               anom_err *e);
 
   /* ---- training (core/train.c drives these) */
 

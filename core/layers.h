@@ -136,6 +136,14 @@ void batchnorm_backward(int n, int c, int hw, float *din, float *dgamma,
                         const float *mean, const float *var, const float *gamma,
                         float eps);
 
+/* Backward of batchnorm_forward_infer (running statistics, which are
+** constants): din += dout gamma rstd; dgamma += sum dout (in - mean) rstd;
+** dbeta += sum dout; rstd = 1 / sqrt(var + eps). */
+void batchnorm_backward_infer(int n, int c, int hw, float *din, float *dgamma,
+                              float *dbeta, const float *dout, const float *in,
+                              const float *mean, const float *var,
+                              const float *gamma, float eps);
+
 /* Activations: out is the forward output (its sign equals the input's for
 ** leaky ReLU with slope > 0 and ReLU). din must not alias dout. */
 void leaky_relu_backward(float *din, const float *dout, const float *out,

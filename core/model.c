@@ -468,8 +468,10 @@ size_t model_work_floats(const anom_model *m, int n) {
 }
 
 int model_score(const anom_model *m, int n, const float *x, float *work,
-                score_result *out, float *recon, anom_err *e) {
-  return m->ops->score(m, n, x, work, out, recon, e);
+                score_result *out, float *recon, const cJSON *opts, anom_err *e) {
+  if( opts && !cJSON_IsObject(opts) )
+    return anom_fail(e, ANOM_EINVAL, "scoring options must be a JSON object");
+  return m->ops->score(m, n, x, work, out, recon, opts, e);
 }
 
 cJSON *model_info(const anom_model *m) {

@@ -96,9 +96,10 @@ int64_t model_param_count(const anom_model *m);
 /* Floats of scratch model_score needs for a batch of n images. */
 size_t model_work_floats(const anom_model *m, int n);
 
-/* Score n images x (n, C, H, W); see detector_ops.score. */
+/* Score n images x (n, C, H, W); see detector_ops.score. opts may be NULL. */
 int model_score(const anom_model *m, int n, const float *x, float *work,
-                score_result *out, float *recon, anom_err *e);
+                score_result *out, float *recon, const struct cJSON *opts,
+                anom_err *e);
 
 /*
 ** The model's description as a new JSON object: format, method, width,

@@ -275,12 +275,16 @@ size_t net_train_scratch_floats(const net *nt, int n) {
   return net_scratch_floats(nt, n);
 }
 
-void net_forward_train(net *nt, int n, const float *in, net_cache *c,
-                       int update_running, float *scratch) {
+/* The forward of layers with a cache; batch norm by mode. */
+enum { BN_BATCH, BN_BATCH_UPDATE, BN_RUNNING };
+
+static void forward_cached(const net *nt, int n, const float *in, net_cache *c,
+                           int bn_mode, float *scratch) {
   const float *cur = in;
+  c->frozen = bn_mode == BN_RUNNING;
   for(int i = 0; i < nt->nlayers; i++){
     const layer *l = &nt->layers[i];
-    float *p = nt->params + l->p_off;
+    const float *p = nt->params + l->p_off;
     float *dst = c->acts + c->off[i] * (size_t)c->n;
     size_t count = (size_t)n * l->oc * l->oh * l->ow;
     switch( l->kind ){
@@ -292,12 +296,16 @@ void net_forward_train(net *nt, int n, const float *in, net_cache *c,
                                  l->has_bias ? p + l->np - l->oc : NULL, scratch);
         break;
       case LAYER_BATCHNORM: {
+        float *rm = nt->bufs + l->b_off, *rv = rm + l->c;
+        if( bn_mode == BN_RUNNING ){
+          batchnorm_forward_infer(n, l->c, l->h * l->w, dst, cur, p, p + l->c, rm, rv, l->eps);
+          break;
+        }
         float *st = c->bn + l->b_off;
         batchnorm_forward_train(n, l->c, l->h * l->w, dst, st, st + l->c, cur, p,
                                 p + l->c, l->eps);
-        if( update_running )
-          batchnorm_update_running(n, l->c, l->h * l->w, nt->bufs + l->b_off,
-                                   nt->bufs + l->b_off + l->c, st, st + l->c, l->momentum);
+        if( bn_mode == BN_BATCH_UPDATE )
+          batchnorm_update_running(n, l->c, l->h * l->w, rm, rv, st, st + l->c, l->momentum);
         break;
       }
       case LAYER_LEAKY_RELU: leaky_relu_forward(dst, cur, count, l->slope); break;
@@ -307,6 +315,16 @@ void net_forward_train(net *nt, int n, const float *in, net_cache *c,
     }
     cur = dst;
   }
+}
+
+void net_forward_train(net *nt, int n, const float *in, net_cache *c,
+                       int update_running, float *scratch) {
+  forward_cached(nt, n, in, c, update_running ? BN_BATCH_UPDATE : BN_BATCH, scratch);
+}
+
+void net_forward_frozen(const net *nt, int n, const float *in, net_cache *c,
+                        float *scratch) {
+  forward_cached(nt, n, in, c, BN_RUNNING, scratch);
 }
 
 void net_replay_running(net *nt, int n, const net_cache *c) {
@@ -359,9 +377,14 @@ void net_backward(const net *nt, int n, const float *in, const net_cache *c,
                                   d, x, p, work);
         break;
       case LAYER_BATCHNORM: {
-        const float *st = c->bn + l->b_off;
-        batchnorm_backward(n, l->c, l->h * l->w, dx, g, g ? g + l->c : NULL, d, x,
-                           st, st + l->c, p, l->eps);
+        /* the statistics the forward normalised with */
+        const float *st = c->frozen ? nt->bufs + l->b_off : c->bn + l->b_off;
+        if( c->frozen )
+          batchnorm_backward_infer(n, l->c, l->h * l->w, dx, g, g ? g + l->c : NULL, d,
+                                   x, st, st + l->c, p, l->eps);
+        else
+          batchnorm_backward(n, l->c, l->h * l->w, dx, g, g ? g + l->c : NULL, d, x,
+                             st, st + l->c, p, l->eps);
         break;
       }
       case LAYER_LEAKY_RELU: leaky_relu_backward(dx, d, y, in_count, l->slope); break;

@@ -114,6 +114,7 @@ struct rng;
 
 typedef struct net_cache {
   int n;               /* largest batch it holds */
+  int frozen;          /* filled by net_forward_frozen: batch norm used running stats */
   float *acts;         /* layer i's output at acts + off[i] * n */
   size_t *off;         /* nlayers offsets, per sample */
   float *bn;           /* per batch-norm layer: mean (C) then var (C), at bn + l.b_off */
@@ -135,6 +136,14 @@ size_t net_train_scratch_floats(const net *nt, int n);
 */
 void net_forward_train(net *nt, int n, const float *in, net_cache *c,
                        int update_running, float *scratch);
+
+/*
+** Inference forward (running statistics, nothing updated) that keeps the
+** activations, so that net_backward can take gradients through a frozen
+** network: AnoGAN's search for z, for one.
+*/
+void net_forward_frozen(const net *nt, int n, const float *in, net_cache *c,
+                        float *scratch);
 
 /* Fold the batch statistics kept in c into the running statistics once
 ** more, as a second identical forward pass would. */

@@ -48,7 +48,7 @@ int model_calibrate(anom_model *m, const float *x, int n, double q, anom_err *e)
   }
   for(int i = 0; i < n; i += batch){
     int b = n - i < batch ? n - i : batch;
-    if( (rc = model_score(m, b, x + (size_t)i * img, work, res, NULL, e)) ) goto done;
+    if( (rc = model_score(m, b, x + (size_t)i * img, work, res, NULL, NULL, e)) ) goto done;
     for(int k = 0; k < b; k++){
       scores[i + k] = res[k].score;
       nparts = res[k].nparts;

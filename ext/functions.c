@@ -4,13 +4,14 @@
 **   anomaly_version()                  -> 'v0.1.0'
 **   anomaly_model_from_file(path)      -> BLOB   the validated model file
 **   anomaly_model_info(model_blob)     -> JSON   what the model is
-**   anomaly_score(image, model)        -> REAL   the method's anomaly score
-**   anomaly_scores(image, model)       -> JSON   the score and every part
-**   anomaly_reconstruct(image, model)  -> BLOB   PNG of the model's repair x_hat
+**   anomaly_score(image, model [, options])       -> REAL  the method's anomaly score
+**   anomaly_scores(image, model [, options])      -> JSON  the score and every part
+**   anomaly_reconstruct(image, model [, options]) -> BLOB  PNG of the repair x_hat
 **   anomaly_config(key [, value])      -> INT    per-connection limits
 **
 ** image is a PNG, JPEG, BMP, GIF or PNM BLOB; model is a name in
-** anomaly_models. A NULL image gives NULL. The model is looked up once per
+** anomaly_models; options, a JSON object, holds the scoring options the
+** method takes (AnoGAN's steps, for one). A NULL image gives NULL. The model is looked up once per
 ** statement and kept as the argument's auxdata, with a scratch buffer sized
 ** for it, so scoring a table allocates nothing per row beyond the decode.
 ** Errors name the function and say what to do.
@@ -118,10 +119,41 @@ static stmt_model *resolve_model(sqlite3_context *ctx, const char *fn,
   return sm;
 }
 
+static void json_free(void *p) { cJSON_Delete(p); }
+
+/*
+** The scoring options of argv[2] when argc > 2, parsed once per statement:
+** from auxdata, or parsed now with *fresh set, and then the caller hands
+** them to sqlite3_set_auxdata(ctx, 2, ...) after use (SQLite keeps them for
+** the next rows, or frees them at once if the argument is not constant).
+** Returns 1 with the error set on ctx when they are not a JSON object.
+*/
+static int resolve_options(sqlite3_context *ctx, const char *fn, int argc,
+                           sqlite3_value **argv, cJSON **opts, int *fresh) {
+  *opts = NULL;
+  *fresh = 0;
+  if( argc < 3 || sqlite3_value_type(argv[2]) == SQLITE_NULL ) return 0;
+  if( (*opts = sqlite3_get_auxdata(ctx, 2)) != NULL ) return 0;
+  const char *s = (const char *)sqlite3_value_text(argv[2]);
+  cJSON *j = s ? cJSON_Parse(s) : NULL;
+  if( !j || !cJSON_IsObject(j) ){
+    cJSON_Delete(j);
+    char *z = sqlite3_mprintf("%s: options must be a JSON object, e.g. "
+                              "'{\"steps\": 100}'", fn);
+    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
+    sqlite3_free(z);
+    return 1;
+  }
+  *opts = j;
+  *fresh = 1;
+  return 0;
+}
+
 /* Decode argv[0] and score it (keeping the reconstruction in sm->recon when
 ** want_recon); 1 when a result (error or NULL) is set. */
 static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **argv,
-                       stmt_model *sm, score_result *r, int want_recon) {
+                       stmt_model *sm, const cJSON *opts, score_result *r,
+                       int want_recon) {
   anom_conn *cn = sqlite3_user_data(ctx);
   const anom_model *m = sm->cm->model;
   int t = sqlite3_value_type(argv[0]);
@@ -144,7 +176,7 @@ static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **arg
     image_free(&im);
   }
   if( rc == ANOM_OK )
-    rc = model_score(m, 1, sm->x, sm->work, r, want_recon ? sm->recon : NULL, &e);
+    rc = model_score(m, 1, sm->x, sm->work, r, want_recon ? sm->recon : NULL, opts, &e);
   if( rc ){
     result_anom_error(ctx, fn, rc, e.msg);
     return 1;
@@ -152,24 +184,45 @@ static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **arg
   return 0;
 }
 
+/* Resolve the model and the options of a scoring call; 1 when an error is set. */
+typedef struct call_state {
+  stmt_model *sm;
+  cJSON *opts;
+  int fresh_model, fresh_opts;
+} call_state;
+
+static int call_begin(sqlite3_context *ctx, const char *fn, int argc,
+                      sqlite3_value **argv, call_state *cs) {
+  memset(cs, 0, sizeof(*cs));
+  if( resolve_options(ctx, fn, argc, argv, &cs->opts, &cs->fresh_opts) ) return 1;
+  cs->sm = resolve_model(ctx, fn, argv, 1, &cs->fresh_model);
+  if( !cs->sm ){
+    if( cs->fresh_opts ) cJSON_Delete(cs->opts);
+    return 1;
+  }
+  return 0;
+}
+
+/* Hand the freshly resolved model and options to SQLite for the next rows. */
+static void call_end(sqlite3_context *ctx, call_state *cs) {
+  if( cs->fresh_opts ) sqlite3_set_auxdata(ctx, 2, cs->opts, json_free);
+  if( cs->fresh_model ) sqlite3_set_auxdata(ctx, 1, cs->sm, stmt_model_free);
+}
+
 static void scoreFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  (void)argc;
-  int fresh;
-  stmt_model *sm = resolve_model(ctx, "anomaly_score", argv, 1, &fresh);
-  if( !sm ) return;
+  call_state cs;
+  if( call_begin(ctx, "anomaly_score", argc, argv, &cs) ) return;
   score_result r;
-  if( !score_image(ctx, "anomaly_score", argv, sm, &r, 0) )
+  if( !score_image(ctx, "anomaly_score", argv, cs.sm, cs.opts, &r, 0) )
     sqlite3_result_double(ctx, r.score);
-  if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
+  call_end(ctx, &cs);
 }
 
 static void scoresFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  (void)argc;
-  int fresh;
-  stmt_model *sm = resolve_model(ctx, "anomaly_scores", argv, 1, &fresh);
-  if( !sm ) return;
+  call_state cs;
+  if( call_begin(ctx, "anomaly_scores", argc, argv, &cs) ) return;
   score_result r;
-  if( !score_image(ctx, "anomaly_scores", argv, sm, &r, 0) ){
+  if( !score_image(ctx, "anomaly_scores", argv, cs.sm, cs.opts, &r, 0) ){
     cJSON *j = cJSON_CreateObject();
     char *s = NULL;
     if( j ){
@@ -186,17 +239,16 @@ static void scoresFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       sqlite3_result_error_nomem(ctx);
     }
   }
-  if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
+  call_end(ctx, &cs);
 }
 
 static void reconstructFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  (void)argc;
-  int fresh;
   const char *fn = "anomaly_reconstruct";
-  stmt_model *sm = resolve_model(ctx, fn, argv, 1, &fresh);
-  if( !sm ) return;
+  call_state cs;
+  if( call_begin(ctx, fn, argc, argv, &cs) ) return;
+  stmt_model *sm = cs.sm;
   score_result r;
-  if( !score_image(ctx, fn, argv, sm, &r, 1) ){
+  if( !score_image(ctx, fn, argv, sm, cs.opts, &r, 1) ){
     const anom_model *m = sm->cm->model;
     size_t npx = (size_t)m->channels * m->height * m->width;
     unsigned char *px = anom_malloc(npx), *png = NULL;
@@ -212,7 +264,7 @@ static void reconstructFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
     if( rc ) result_anom_error(ctx, fn, rc, e.msg);
     else sqlite3_result_blob64(ctx, png, npng, anom_free);
   }
-  if( fresh ) sqlite3_set_auxdata(ctx, 1, sm, stmt_model_free);
+  call_end(ctx, &cs);
 }
 
 static void versionFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -357,8 +409,11 @@ int anom_register_functions(sqlite3 *db, anom_conn *cn) {
     {"anomaly_model_from_file", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, modelFromFileFunc},
     {"anomaly_model_info", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, modelInfoFunc},
     {"anomaly_score", 2, SQLITE_UTF8, scoreFunc},
+    {"anomaly_score", 3, SQLITE_UTF8, scoreFunc},
     {"anomaly_scores", 2, SQLITE_UTF8, scoresFunc},
+    {"anomaly_scores", 3, SQLITE_UTF8, scoresFunc},
     {"anomaly_reconstruct", 2, SQLITE_UTF8, reconstructFunc},
+    {"anomaly_reconstruct", 3, SQLITE_UTF8, reconstructFunc},
     {"anomaly_config", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
     {"anomaly_config", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
   };

@@ -238,9 +238,12 @@ static size_t ganomaly_work_floats(const anom_model *m, int n) {
 }
 
 static int ganomaly_score(const anom_model *m, int n, const float *x, float *work,
-                          score_result *out, float *recon, anom_err *e) {
-  (void)e;
+                          score_result *out, float *recon, const cJSON *opts,
+                          anom_err *e) {
   const ganomaly *g = m->det;
+  if( opts && opts->child )
+    return anom_fail(e, ANOM_EINVAL, "ganomaly takes no scoring options, found '%s'",
+                     opts->child->string);
   size_t img = (size_t)m->channels * m->height * m->width;
   float *z = work, *z2 = z + (size_t)n * g->nz, *xh = z2 + (size_t)n * g->nz;
   float *scratch = xh + (size_t)n * img;

@@ -127,3 +127,25 @@ void batchnorm_backward(int n, int c, int hw, float *din, float *dgamma,
     }
   }
 }
+
+void batchnorm_backward_infer(int n, int c, int hw, float *din, float *dgamma,
+                              float *dbeta, const float *dout, const float *in,
+                              const float *mean, const float *var,
+                              const float *gamma, float eps) {
+  for(int ch = 0; ch < c; ch++){
+    float rstd = 1.0f / sqrtf(var[ch] + eps);
+    float scale = gamma[ch] * rstd;
+    double sg = 0, sb = 0;
+    for(int i = 0; i < n; i++){
+      size_t base = ((size_t)i * c + ch) * (size_t)hw;
+      for(int k = 0; k < hw; k++){
+        float d = dout[base + k];
+        if( din ) din[base + k] += d * scale;
+        sg += (double)d * (in[base + k] - mean[ch]) * rstd;
+        sb += d;
+      }
+    }
+    if( dgamma ) dgamma[ch] += (float)sg;
+    if( dbeta ) dbeta[ch] += (float)sb;
+  }
+}

@@ -62,7 +62,7 @@ static double time_batches(const anom_model *m, const float *x, int n, size_t im
   *sum = 0;
   for(int i = 0; i < n; i += b){
     int k = n - i < b ? n - i : b;
-    if( model_score(m, k, x + (size_t)i * img, work, res, NULL, e) ) return -1;
+    if( model_score(m, k, x + (size_t)i * img, work, res, NULL, NULL, e) ) return -1;
     for(int j = 0; j < k; j++) *sum += res[j].score;
   }
   return now_seconds() - t0;

@@ -81,7 +81,7 @@ static void check_golden(const char *model_path, const char *golden_path) {
   float *work = malloc(model_work_floats(m, n) * sizeof(float));
   float *recon = malloc((size_t)nx * sizeof(float));
   score_result r[8];
-  assert_int_equal(model_score(m, n, x, work, r, recon, &e), ANOM_OK);
+  assert_int_equal(model_score(m, n, x, work, r, recon, NULL, &e), ANOM_OK);
   /* the score and its parts */
   for(int i = 0; i < n; i++){
     assert_true(fabs(r[i].score - score[i]) <= TOL * fmax(1, fabs(score[i])));

@@ -288,7 +288,7 @@ static void test_train_separates(void **state) {
   memcpy(all + (size_t)nt * 1024, ta, (size_t)nt * 1024 * sizeof(float));
   float *work = malloc(model_work_floats(m[0], 2 * nt) * sizeof(float));
   score_result *res = malloc((size_t)2 * nt * sizeof(*res));
-  assert_int_equal(model_score(m[0], 2 * nt, all, work, res, NULL, &e), ANOM_OK);
+  assert_int_equal(model_score(m[0], 2 * nt, all, work, res, NULL, NULL, &e), ANOM_OK);
   double s[120], l1[120];
   int y[120];
   for(int i = 0; i < 2 * nt; i++){ s[i] = res[i].score; l1[i] = res[i].part[1]; y[i] = i >= nt; }
