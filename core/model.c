@@ -418,7 +418,7 @@ int model_save(const anom_model *m, unsigned char **out, size_t *nout, anom_err 
   snprintf(sh, sizeof(sh), "%d", m->height);
   snprintf(sc, sizeof(sc), "%d", m->channels);
   snprintf(sver, sizeof(sver), "%d", MODEL_FORMAT_VERSION);
-  if( isfinite(m->threshold) ) snprintf(sthr, sizeof(sthr), "%.9g", m->threshold);
+  if( isfinite(m->threshold) ) snprintf(sthr, sizeof(sthr), "%.17g", m->threshold);
   else snprintf(sthr, sizeof(sthr), "null");
   /* a placeholder of the final length, patched once the data is written */
   snprintf(scrc, sizeof(scrc), "crc32:00000000");

@@ -171,61 +171,85 @@ int net_tensor(const net *nt, int i, char *name, size_t name_size, int *ndim,
   return 1;
 }
 
-size_t net_scratch_floats(const net *nt, int n) {
-  size_t act = (size_t)nt->c * nt->h * nt->w, work = 0;
-  for(int i = 0; i < nt->nlayers; i++){
-    const layer *l = &nt->layers[i];
-    size_t o = (size_t)l->oc * l->oh * l->ow;
-    if( o > act ) act = o;
-    if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT ){
-      size_t wk = conv_work_floats(&l->conv);
-      if( wk > work ) work = wk;
-    }
-  }
-  return 2 * act * (size_t)n + work;
-}
-
-void net_forward(const net *nt, int from, int to, int n, const float *in,
-                 float *out, float *scratch) {
-  size_t act = 0;
+/* The largest activation of one sample, input included (floats). */
+static size_t max_act(const net *nt) {
+  size_t act = (size_t)nt->c * nt->h * nt->w;
   for(int i = 0; i < nt->nlayers; i++){
     const layer *l = &nt->layers[i];
     size_t a = (size_t)l->c * l->h * l->w, o = (size_t)l->oc * l->oh * l->ow;
     if( a > act ) act = a;
     if( o > act ) act = o;
   }
+  return act;
+}
+
+size_t net_scratch_floats(const net *nt, int n) {
+  size_t work = 0;
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT ){
+      size_t wk = conv_work_floats(&l->conv);
+      if( wk > work ) work = wk;
+    }
+  }
+  return 2 * max_act(nt) * (size_t)n + work;
+}
+
+/* How a forward treats batch norm. */
+enum { BN_RUNNING, BN_BATCH, BN_BATCH_UPDATE };
+
+/*
+** One layer's forward on n samples: cur -> dst (dst may equal cur for batch
+** norm and activations). Batch norm by bn_mode; with batch statistics they
+** are written to stats (mean, var) and, for BN_BATCH_UPDATE, folded into the
+** running statistics.
+*/
+static void layer_forward(const net *nt, const layer *l, int n, float *dst,
+                          const float *cur, float *work, int bn_mode, float *stats) {
+  const float *p = nt->params + l->p_off;
+  size_t count = (size_t)n * l->oc * l->oh * l->ow;
+  switch( l->kind ){
+    case LAYER_CONV:
+      conv2d_forward(&l->conv, n, dst, cur, p, l->has_bias ? p + l->np - l->oc : NULL, work);
+      break;
+    case LAYER_CONVT:
+      conv_transpose2d_forward(&l->conv, n, dst, cur, p,
+                               l->has_bias ? p + l->np - l->oc : NULL, work);
+      break;
+    case LAYER_BATCHNORM: {
+      float *rm = nt->bufs + l->b_off, *rv = rm + l->c;
+      if( bn_mode == BN_RUNNING ){
+        batchnorm_forward_infer(n, l->c, l->h * l->w, dst, cur, p, p + l->c, rm, rv, l->eps);
+        break;
+      }
+      batchnorm_forward_train(n, l->c, l->h * l->w, dst, stats, stats + l->c, cur, p,
+                              p + l->c, l->eps);
+      if( bn_mode == BN_BATCH_UPDATE )
+        batchnorm_update_running(n, l->c, l->h * l->w, rm, rv, stats, stats + l->c,
+                                 l->momentum);
+      break;
+    }
+    case LAYER_LEAKY_RELU: leaky_relu_forward(dst, cur, count, l->slope); break;
+    case LAYER_RELU: relu_forward(dst, cur, count); break;
+    case LAYER_TANH: tanh_forward(dst, cur, count); break;
+    case LAYER_SIGMOID: sigmoid_forward(dst, cur, count); break;
+  }
+}
+
+void net_forward(const net *nt, int from, int to, int n, const float *in,
+                 float *out, float *scratch) {
+  size_t act = max_act(nt);
   float *buf[2] = { scratch, scratch + act * (size_t)n };
   float *work = scratch + 2 * act * (size_t)n;
   const float *cur = in;
   int which = 0;
   for(int i = from; i < to; i++){
     const layer *l = &nt->layers[i];
-    const float *p = nt->params + l->p_off;
-    size_t count = (size_t)n * l->oc * l->oh * l->ow;
     /* batch norm and activations run in place, except on the caller's input */
     float *dst = buf[which];
     if( l->kind >= LAYER_BATCHNORM && cur != in ) dst = (float *)cur;
     else which ^= 1;
-    switch( l->kind ){
-      case LAYER_CONV:
-        conv2d_forward(&l->conv, n, dst, cur, p,
-                       l->has_bias ? p + l->np - l->oc : NULL, work);
-        break;
-      case LAYER_CONVT:
-        conv_transpose2d_forward(&l->conv, n, dst, cur, p,
-                                 l->has_bias ? p + l->np - l->oc : NULL, work);
-        break;
-      case LAYER_BATCHNORM: {
-        const float *b = nt->bufs + l->b_off;
-        batchnorm_forward_infer(n, l->c, l->h * l->w, dst, cur, p, p + l->c,
-                                b, b + l->c, l->eps);
-        break;
-      }
-      case LAYER_LEAKY_RELU: leaky_relu_forward(dst, cur, count, l->slope); break;
-      case LAYER_RELU: relu_forward(dst, cur, count); break;
-      case LAYER_TANH: tanh_forward(dst, cur, count); break;
-      case LAYER_SIGMOID: sigmoid_forward(dst, cur, count); break;
-    }
+    layer_forward(nt, l, n, dst, cur, work, BN_RUNNING, NULL);
     cur = dst;
   }
   if( to > from ){
@@ -275,44 +299,15 @@ size_t net_train_scratch_floats(const net *nt, int n) {
   return net_scratch_floats(nt, n);
 }
 
-/* The forward of layers with a cache; batch norm by mode. */
-enum { BN_BATCH, BN_BATCH_UPDATE, BN_RUNNING };
-
+/* The forward of every layer, keeping each output in c. */
 static void forward_cached(const net *nt, int n, const float *in, net_cache *c,
                            int bn_mode, float *scratch) {
   const float *cur = in;
   c->frozen = bn_mode == BN_RUNNING;
   for(int i = 0; i < nt->nlayers; i++){
     const layer *l = &nt->layers[i];
-    const float *p = nt->params + l->p_off;
     float *dst = c->acts + c->off[i] * (size_t)c->n;
-    size_t count = (size_t)n * l->oc * l->oh * l->ow;
-    switch( l->kind ){
-      case LAYER_CONV:
-        conv2d_forward(&l->conv, n, dst, cur, p, l->has_bias ? p + l->np - l->oc : NULL, scratch);
-        break;
-      case LAYER_CONVT:
-        conv_transpose2d_forward(&l->conv, n, dst, cur, p,
-                                 l->has_bias ? p + l->np - l->oc : NULL, scratch);
-        break;
-      case LAYER_BATCHNORM: {
-        float *rm = nt->bufs + l->b_off, *rv = rm + l->c;
-        if( bn_mode == BN_RUNNING ){
-          batchnorm_forward_infer(n, l->c, l->h * l->w, dst, cur, p, p + l->c, rm, rv, l->eps);
-          break;
-        }
-        float *st = c->bn + l->b_off;
-        batchnorm_forward_train(n, l->c, l->h * l->w, dst, st, st + l->c, cur, p,
-                                p + l->c, l->eps);
-        if( bn_mode == BN_BATCH_UPDATE )
-          batchnorm_update_running(n, l->c, l->h * l->w, rm, rv, st, st + l->c, l->momentum);
-        break;
-      }
-      case LAYER_LEAKY_RELU: leaky_relu_forward(dst, cur, count, l->slope); break;
-      case LAYER_RELU: relu_forward(dst, cur, count); break;
-      case LAYER_TANH: tanh_forward(dst, cur, count); break;
-      case LAYER_SIGMOID: sigmoid_forward(dst, cur, count); break;
-    }
+    layer_forward(nt, l, n, dst, cur, scratch, bn_mode, c->bn + l->b_off);
     cur = dst;
   }
 }
@@ -340,13 +335,7 @@ void net_replay_running(net *nt, int n, const net_cache *c) {
 void net_backward(const net *nt, int n, const float *in, const net_cache *c,
                   int to, const float *dout, float *din, float *grads,
                   float *scratch) {
-  size_t act = 0;
-  for(int i = 0; i < nt->nlayers; i++){
-    const layer *l = &nt->layers[i];
-    size_t a = (size_t)l->c * l->h * l->w, o = (size_t)l->oc * l->oh * l->ow;
-    if( a > act ) act = a;
-    if( o > act ) act = o;
-  }
+  size_t act = max_act(nt);
   float *buf[2] = { scratch, scratch + act * (size_t)n };
   float *work = scratch + 2 * act * (size_t)n;
   const float *d = dout;
