@@ -34,6 +34,12 @@ void net_out_shape(const net *nt, int i, int *c, int *h, int *w) {
   *w = nt->layers[i].ow;
 }
 
+size_t net_out_floats(const net *nt, int i) {
+  int c, h, w;
+  net_out_shape(nt, i, &c, &h, &w);
+  return (size_t)c * h * w;
+}
+
 /* Append a layer of kind taking the current output shape; NULL on failure. */
 static layer *net_push(net *nt, layer_kind kind, const char *name) {
   if( nt->failed ) return NULL;

@@ -77,6 +77,9 @@ int net_sigmoid(net *nt, const char *name);
 /* Output shape of layer i (i == -1: the net's output; nlayers == 0: input). */
 void net_out_shape(const net *nt, int i, int *c, int *h, int *w);
 
+/* Floats in one sample of layer i's output (-1: the net's output). */
+size_t net_out_floats(const net *nt, int i);
+
 void net_bind(net *nt, float *params, float *bufs);
 
 /*

@@ -34,6 +34,7 @@
 ** Batch norm runs in training mode; D's running statistics take four
 ** updates a batch (the reference calls D on x and x_hat twice each).
 */
+#include "../hparams.h"
 #include "../model.h"
 #include "../optim.h"
 #include "../rng.h"
@@ -122,57 +123,24 @@ static void build_decoder(net *nt, int isize, int nz, int nc, int ngf, int extra
   net_tanh(nt, nm(&n, "final-%d-tanh", nc));
 }
 
-/* Read an integer hyper-parameter in [lo, hi], default def. */
-static int hp_int(const cJSON *hp, const char *key, int def, int lo, int hi,
-                  int *out, anom_err *e) {
-  const cJSON *v = hp ? cJSON_GetObjectItemCaseSensitive(hp, key) : NULL;
-  if( !v ){ *out = def; return ANOM_OK; }
-  if( !cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)
-      || v->valuedouble < lo || v->valuedouble > hi )
-    return anom_fail(e, ANOM_EINVAL, "ganomaly: '%s' must be an integer from %d "
-                     "to %d", key, lo, hi);
-  *out = (int)v->valuedouble;
-  return ANOM_OK;
-}
-
-/* Read a number hyper-parameter in [lo, hi], default def. */
-static int hp_num(const cJSON *hp, const char *key, double def, double lo, double hi,
-                  double *out, anom_err *e) {
-  const cJSON *v = hp ? cJSON_GetObjectItemCaseSensitive(hp, key) : NULL;
-  if( !v ){ *out = def; return ANOM_OK; }
-  if( !cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) )
-    return anom_fail(e, ANOM_EINVAL, "ganomaly: '%s' must be a number from %g "
-                     "to %g", key, lo, hi);
-  *out = v->valuedouble;
-  return ANOM_OK;
-}
-
-#define GANOMALY_KEYS "nz, ngf, extralayers, lr, beta1, beta2, w_adv, w_con, w_enc"
+static const char *const ganomaly_keys[] = {"nz", "ngf", "extralayers", "lr",
+  "beta1", "beta2", "w_adv", "w_con", "w_enc", NULL};
 
 static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
-  static const char *known[] = {"nz", "ngf", "extralayers", "lr", "beta1",
-                                "beta2", "w_adv", "w_con", "w_enc"};
-  const cJSON *it;
-  cJSON_ArrayForEach(it, hp){
-    size_t k = 0;
-    while( k < sizeof(known) / sizeof(known[0]) && strcmp(known[k], it->string) ) k++;
-    if( k == sizeof(known) / sizeof(known[0]) )
-      return anom_fail(e, ANOM_EINVAL, "ganomaly: unknown hyper-parameter '%s' "
-                       "(known: " GANOMALY_KEYS ")", it->string);
-  }
+  int rc = hp_check_keys(hp, ganomaly_keys, "ganomaly", "hyper-parameter", e);
+  if( rc ) return rc;
   ganomaly *g = anom_calloc(1, sizeof(*g));
   if( !g ) return anom_fail(e, ANOM_ENOMEM, "out of memory");
   m->det = g;
-  int rc;
-  if( (rc = hp_int(hp, "nz", 100, 1, 4096, &g->nz, e))
-      || (rc = hp_int(hp, "ngf", 64, 1, 1024, &g->ngf, e))
-      || (rc = hp_int(hp, "extralayers", 0, 0, 16, &g->extralayers, e))
-      || (rc = hp_num(hp, "lr", 2e-4, 1e-12, 1, &g->lr, e))
-      || (rc = hp_num(hp, "beta1", 0.5, 0, 0.999999, &g->beta1, e))
-      || (rc = hp_num(hp, "beta2", 0.999, 0, 0.999999999, &g->beta2, e))
-      || (rc = hp_num(hp, "w_adv", 1, 0, 1e6, &g->w_adv, e))
-      || (rc = hp_num(hp, "w_con", 50, 0, 1e6, &g->w_con, e))
-      || (rc = hp_num(hp, "w_enc", 1, 0, 1e6, &g->w_enc, e)) )
+  if( (rc = hp_int(hp, "ganomaly", "nz", 100, 1, 4096, &g->nz, e))
+      || (rc = hp_int(hp, "ganomaly", "ngf", 64, 1, 1024, &g->ngf, e))
+      || (rc = hp_int(hp, "ganomaly", "extralayers", 0, 0, 16, &g->extralayers, e))
+      || (rc = hp_num(hp, "ganomaly", "lr", 2e-4, 1e-12, 1, &g->lr, e))
+      || (rc = hp_num(hp, "ganomaly", "beta1", 0.5, 0, 0.999999, &g->beta1, e))
+      || (rc = hp_num(hp, "ganomaly", "beta2", 0.999, 0, 0.999999999, &g->beta2, e))
+      || (rc = hp_num(hp, "ganomaly", "w_adv", 1, 0, 1e6, &g->w_adv, e))
+      || (rc = hp_num(hp, "ganomaly", "w_con", 50, 0, 1e6, &g->w_con, e))
+      || (rc = hp_num(hp, "ganomaly", "w_enc", 1, 0, 1e6, &g->w_enc, e)) )
     return rc;
   int isize = m->width;
   if( m->width != m->height || isize % 16 || isize < 16 )
@@ -312,11 +280,6 @@ static void ganomaly_train_end(anom_model *m, void *state) {
   anom_free(t);
 }
 
-static size_t net_out_floats(const net *nt, int i) {
-  int c, h, w;
-  net_out_shape(nt, i, &c, &h, &w);
-  return (size_t)c * h * w;
-}
 
 static int ganomaly_train_begin(anom_model *m, int max_batch, rng *r, void **state,
                                 anom_err *e) {
