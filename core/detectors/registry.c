@@ -6,19 +6,25 @@
 
 #include <string.h>
 
+extern const detector_ops anogan_ops;
 extern const detector_ops ganomaly_ops;
+extern const detector_ops skipganomaly_ops;
 
 static const detector_ops *const all_detectors[] = {
+  &anogan_ops,
   &ganomaly_ops,
+  &skipganomaly_ops,
 };
+
+#define NDETECTORS (sizeof(all_detectors) / sizeof(all_detectors[0]))
 
 const detector_ops *detector_find(const char *name) {
   if( !name ) return NULL;
-  for(size_t i = 0; i < sizeof(all_detectors) / sizeof(all_detectors[0]); i++)
+  for(size_t i = 0; i < NDETECTORS; i++)
     if( strcmp(all_detectors[i]->name, name) == 0 ) return all_detectors[i];
   return NULL;
 }
 
 const char *detector_names(void) {
-  return "ganomaly";
+  return "anogan, ganomaly, skipganomaly";
 }
