@@ -23,6 +23,7 @@ SQLITE_EXTENSION_INIT3
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -218,6 +219,18 @@ static void scoreFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   call_end(ctx, &cs);
 }
 
+/*
+** Add a number that reads back as the same double: cJSON prints 15 digits
+** when they compare equal within its epsilon, which loses the last bits, so
+** anomaly_scores(...) ->> 'score' would differ from anomaly_score(...).
+*/
+static void json_add_exact(cJSON *obj, const char *name, double v) {
+  char buf[40];
+  if( !isfinite(v) ){ cJSON_AddNullToObject(obj, name); return; }
+  snprintf(buf, sizeof(buf), "%.17g", v);
+  cJSON_AddRawToObject(obj, name, buf);
+}
+
 static void scoresFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   call_state cs;
   if( call_begin(ctx, "anomaly_scores", argc, argv, &cs) ) return;
@@ -226,8 +239,8 @@ static void scoresFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     cJSON *j = cJSON_CreateObject();
     char *s = NULL;
     if( j ){
-      cJSON_AddNumberToObject(j, "score", r.score);
-      for(int i = 0; i < r.nparts; i++) cJSON_AddNumberToObject(j, r.part_name[i], r.part[i]);
+      json_add_exact(j, "score", r.score);
+      for(int i = 0; i < r.nparts; i++) json_add_exact(j, r.part_name[i], r.part[i]);
       s = cJSON_PrintUnformatted(j);
       cJSON_Delete(j);
     }

@@ -516,7 +516,7 @@ static void test_train_fashion(void **state) {
   exec_err(db, "SELECT anomaly_train('trousers', 'ganomaly', image) FROM fashion WHERE idx < 3",
            "anomaly_train: a model named 'trousers' exists already (add \"replace\": true");
   exec_err(db, "SELECT anomaly_train('x', 'ganomaIy', image) FROM fashion WHERE idx < 3",
-           "anomaly_train: unknown method 'ganomaIy' (known: ganomaly)");
+           "anomaly_train: unknown method 'ganomaIy' (known: anogan, ganomaly, skipganomaly)");
   exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"epoch\": 1}') FROM fashion WHERE idx < 3",
            "anomaly_train: ganomaly: unknown hyper-parameter 'epoch'");
   exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"epochs\": 0}') FROM fashion WHERE idx < 3",
@@ -541,6 +541,26 @@ static void test_train_fashion(void **state) {
                "WHERE idx < 3 AND split = 'test'",
            "anomaly_train: training needs at least 2 images after holding out 2 for calibration, found 3");
   assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models"), 1);
+
+  /* scoring options: GANomaly takes none; AnoGAN's search is set per call */
+  exec_err(db, "SELECT anomaly_score(image, 'trousers', '{\"steps\": 5}') FROM fashion WHERE idx = 0",
+           "anomaly_score: ganomaly takes no scoring options, found 'steps'");
+  exec_err(db, "SELECT anomaly_score(image, 'trousers', '[1]') FROM fashion WHERE idx = 0",
+           "anomaly_score: options must be a JSON object");
+  st = query(db, "SELECT anomaly_train('ag', 'anogan', image, '{\"epochs\": 1, \"ngf\": 8, "
+                 "\"nz\": 16, \"steps\": 10, \"batch\": 32, \"fit\": \"pad\", \"quiet\": true}') "
+                 "FROM (SELECT image FROM fashion WHERE split = 'train' AND label = 1 LIMIT 200)", NULL, 0);
+  assert_non_null(strstr((const char *)sqlite3_column_text(st, 0), "\"method\":\"anogan\""));
+  sqlite3_finalize(st);
+  double s10 = query_double(db, "SELECT anomaly_score(image, 'ag') FROM fashion WHERE split = 'test' AND idx = 5");
+  double s3 = query_double(db, "SELECT anomaly_score(image, 'ag', '{\"steps\": 3}') FROM fashion "
+                               "WHERE split = 'test' AND idx = 5");
+  double s3b = query_double(db, "SELECT anomaly_scores(image, 'ag', '{\"steps\": 3}') ->> 'score' "
+                                "FROM fashion WHERE split = 'test' AND idx = 5");
+  assert_true(isfinite(s10) && isfinite(s3) && s10 != s3);
+  assert_true(s3 == s3b);   /* a seeded search: the same score every time */
+  exec_err(db, "SELECT anomaly_score(image, 'ag', '{\"step\": 3}') FROM fashion WHERE idx = 0",
+           "anomaly_score: anogan: unknown scoring option 'step' (known: steps, lambda, lr, seed)");
   sqlite3_close(db);
 }
 
