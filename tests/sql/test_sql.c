@@ -561,6 +561,22 @@ static void test_train_fashion(void **state) {
   assert_true(s3 == s3b);   /* a seeded search: the same score every time */
   exec_err(db, "SELECT anomaly_score(image, 'ag', '{\"step\": 3}') FROM fashion WHERE idx = 0",
            "anomaly_score: anogan: unknown scoring option 'step' (known: steps, lambda, lr, seed)");
+
+  /* Skip-GANomaly: trains, scores, takes its score weight per call */
+  st = query(db, "SELECT anomaly_train('sk', 'skipganomaly', image, '{\"epochs\": 1, \"ngf\": 8, "
+                 "\"ndf\": 8, \"batch\": 32, \"fit\": \"pad\", \"quiet\": true}') "
+                 "FROM (SELECT image FROM fashion WHERE split = 'train' AND label = 1 LIMIT 200)", NULL, 0);
+  assert_non_null(strstr((const char *)sqlite3_column_text(st, 0), "\"method\":\"skipganomaly\""));
+  sqlite3_finalize(st);
+  st = query(db, "SELECT anomaly_scores(image, 'sk') ->> 'rec', anomaly_scores(image, 'sk') ->> 'lat', "
+                 "anomaly_score(image, 'sk'), anomaly_score(image, 'sk', '{\"score_w\": 1}') "
+                 "FROM fashion WHERE split = 'test' AND idx = 7", NULL, 0);
+  double rec = sqlite3_column_double(st, 0), lat = sqlite3_column_double(st, 1);
+  assert_true(fabs(sqlite3_column_double(st, 2) - (0.9 * rec + 0.1 * lat)) <= 1e-9 * (rec + lat));
+  assert_true(sqlite3_column_double(st, 3) == rec);
+  sqlite3_finalize(st);
+  exec_err(db, "SELECT anomaly_score(image, 'sk', '{\"score_w\": 2}') FROM fashion WHERE idx = 0",
+           "anomaly_score: skipganomaly: 'score_w' must be a number from 0 to 1");
   sqlite3_close(db);
 }
 
