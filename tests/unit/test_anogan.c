@@ -25,25 +25,13 @@
 #include "core/safetensors.h"
 #include "core/train.h"
 
+#include "golden.h"
+
 #define TOL 1e-4   /* |ours - golden| <= TOL * max(1, |golden|) */
 #define MODEL_PATH "tests/data/tiny-anogan.safetensors"
 #define GOLDEN_PATH "tests/data/golden-anogan-tiny.safetensors"
 #define NZ 16
 #define IMG 1024
-
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *buf = malloc((size_t)size);
-  assert_non_null(buf);
-  assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-  fclose(f);
-  *n = (size_t)size;
-  return buf;
-}
 
 static anom_model *load_tiny(void) {
   size_t n;
@@ -83,15 +71,6 @@ static float *gv(gold *g, const char *name, int64_t *numel) {
   assert_int_equal(st_read_f32(t, NULL, 0, v, &e), ANOM_OK);
   if( numel ) *numel = t->numel;
   return v;
-}
-
-static double max_rel_err(const float *a, const float *b, int64_t n) {
-  double worst = 0;
-  for(int64_t i = 0; i < n; i++){
-    double d = fabs((double)a[i] - b[i]) / fmax(1.0, fabs((double)b[i]));
-    if( d > worst ) worst = d;
-  }
-  return worst;
 }
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(1.0, fabs(b)); }
@@ -472,70 +451,6 @@ static void test_train_step(void **state) {
 
 #define TRAIN_PATH "tests/data/golden-anogan-train-tiny.safetensors"
 #define Z_SEED 99
-
-/* Copy golden tensors prefix + name into the model's tensors. */
-static void set_tensors(anom_model *m, const st_file *g, const char *prefix) {
-  char name[200], full[260];
-  for(int i = 0; i < m->nnets; i++)
-    for(int t = 0; t < net_tensor_count(m->nets[i]); t++){
-      int ndim, isbuf;
-      int64_t shape[4];
-      float *data;
-      net_tensor(m->nets[i], t, name, sizeof(name), &ndim, shape, &data, &isbuf);
-      snprintf(full, sizeof(full), "%s%s", prefix, name);
-      const st_tensor *gt = st_find(g, full);
-      assert_non_null(gt);
-      assert_int_equal(st_read_f32(gt, shape, ndim, data, NULL), ANOM_OK);
-    }
-}
-
-/* The model's tensors against golden prefix + name, as test_train.c does:
-** weights |w - gold| <= a lr + 2^-22 |gold|, a = 1e-3 where the reference's
-** first update was a full lr (Adam's first step is lr sign(g)), 2e-2 on the
-** rest (tiny gradients float32 changes by percents); running statistics
-** within 1e-5 of the tensor's largest magnitude. Returns the worst weight
-** error in units of lr. */
-static double check_tensors(const anom_model *m, const st_file *g, const char *prefix,
-                            double lr) {
-  char name[200], full[260];
-  double worst = 0;
-  for(int i = 0; i < m->nnets; i++)
-    for(int t = 0; t < net_tensor_count(m->nets[i]); t++){
-      int ndim, isbuf;
-      int64_t shape[4];
-      float *data;
-      net_tensor(m->nets[i], t, name, sizeof(name), &ndim, shape, &data, &isbuf);
-      const st_tensor *gt;
-      snprintf(full, sizeof(full), "%s%s", prefix, name);
-      assert_non_null(gt = st_find(g, full));
-      size_t nb = (size_t)gt->numel * sizeof(float);
-      float *gold = malloc(nb), *b0 = malloc(nb), *b1 = malloc(nb);
-      st_read_f32(gt, NULL, 0, gold, NULL);
-      snprintf(full, sizeof(full), "before.%s", name);
-      st_read_f32(st_find(g, full), NULL, 0, b0, NULL);
-      snprintf(full, sizeof(full), "step1.%s", name);
-      st_read_f32(st_find(g, full), NULL, 0, b1, NULL);
-      double maxabs = 0;
-      for(int64_t k = 0; k < gt->numel; k++) maxabs = fmax(maxabs, fabs(gold[k]));
-      for(int64_t k = 0; k < gt->numel; k++){
-        double d = fabs((double)data[k] - gold[k]);
-        int ok;
-        if( isbuf ) ok = d <= 1e-5 * fmax(maxabs, 1e-3);
-        else{
-          double a = fabs((double)b1[k] - b0[k]) >= 0.99 * lr ? 1e-3 : 2e-2;
-          ok = d <= a * lr + 0x1p-22 * fabs(gold[k]);
-          if( d / lr > worst ) worst = d / lr;
-        }
-        if( !ok ){
-          fprintf(stderr, "%s%s[%lld]: ours %.9g, golden %.9g\n", prefix, name,
-                  (long long)k, data[k], gold[k]);
-          fail();
-        }
-      }
-      free(gold); free(b0); free(b1);
-    }
-  return worst;
-}
 
 /* Two DCGAN steps from the reference's weights, with the z our rng draws. */
 static void test_golden_train(void **state) {

@@ -21,41 +21,9 @@
 #include "core/model.h"
 #include "core/safetensors.h"
 
+#include "golden.h"
+
 #define TOL 1e-4   /* |ours - golden| <= TOL * max(1, |golden|) */
-
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *buf = malloc((size_t)size);
-  assert_non_null(buf);
-  assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-  fclose(f);
-  *n = (size_t)size;
-  return buf;
-}
-
-/* A golden tensor as floats (malloc'ed), with its element count. */
-static float *golden(const st_file *g, const char *name, int64_t *numel) {
-  const st_tensor *t = st_find(g, name);
-  assert_non_null(t);
-  float *v = malloc((size_t)t->numel * sizeof(float) + 1);
-  anom_err e;
-  assert_int_equal(st_read_f32(t, NULL, 0, v, &e), ANOM_OK);
-  *numel = t->numel;
-  return v;
-}
-
-static double max_rel_err(const float *a, const float *b, int64_t n) {
-  double worst = 0;
-  for(int64_t i = 0; i < n; i++){
-    double d = fabs((double)a[i] - b[i]) / fmax(1.0, fabs((double)b[i]));
-    if( d > worst ) worst = d;
-  }
-  return worst;
-}
 
 static void check_golden(const char *model_path, const char *golden_path) {
   size_t nm, ng;

@@ -28,44 +28,14 @@
 #include "core/safetensors.h"
 #include "core/train.h"
 
+#include "golden.h"
+
 /* In core/detectors/skipganomaly.c, for tests only. */
 int skipganomaly_unet_gradients(anom_model *m, int n, const float *x,
                                 const float *r, double *loss, float *grads,
                                 float *dx, anom_err *e);
 
 #define TOL 1e-4   /* |ours - golden| <= TOL * max(1, |golden|) */
-
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *buf = malloc((size_t)size);
-  assert_non_null(buf);
-  assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-  fclose(f);
-  *n = (size_t)size;
-  return buf;
-}
-
-static float *golden(const st_file *g, const char *name, int64_t *numel) {
-  const st_tensor *t = st_find(g, name);
-  assert_non_null(t);
-  float *v = malloc((size_t)t->numel * sizeof(float) + 1);
-  assert_int_equal(st_read_f32(t, NULL, 0, v, NULL), ANOM_OK);
-  if( numel ) *numel = t->numel;
-  return v;
-}
-
-static double max_rel_err(const float *a, const float *b, int64_t n) {
-  double worst = 0;
-  for(int64_t i = 0; i < n; i++){
-    double d = fabs((double)a[i] - b[i]) / fmax(1.0, fabs((double)b[i]));
-    if( d > worst ) worst = d;
-  }
-  return worst;
-}
 
 static anom_model *load_tiny(void) {
   size_t nm;
@@ -338,68 +308,6 @@ static void test_unet_gradients(void **state) {
   st_free(&g);
   free(b);
   model_free(m);
-}
-
-/* Copy golden tensors prefix + name into the model's tensors. */
-static void set_tensors(anom_model *m, const st_file *g, const char *prefix) {
-  char name[200], full[260];
-  for(int i = 0; i < m->nnets; i++){
-    for(int t = 0; t < net_tensor_count(m->nets[i]); t++){
-      int ndim, isbuf;
-      int64_t shape[4];
-      float *data;
-      net_tensor(m->nets[i], t, name, sizeof(name), &ndim, shape, &data, &isbuf);
-      snprintf(full, sizeof(full), "%s%s", prefix, name);
-      const st_tensor *gt = st_find(g, full);
-      assert_non_null(gt);
-      assert_int_equal(st_read_f32(gt, shape, ndim, data, NULL), ANOM_OK);
-    }
-  }
-}
-
-/* Weights: |w - gold| <= a lr + 2^-22 |gold|, a = 1e-3 where the reference's
-** first update moved the weight by a full lr, 2e-2 elsewhere (gradients so
-** small that float32 rounding changes them by percents); running
-** statistics: 1e-5 of the tensor's largest magnitude. Returns the worst
-** weight error in units of lr. */
-static double check_tensors(const anom_model *m, const st_file *g, const char *prefix,
-                            double lr) {
-  char name[200], full[260];
-  double worst = 0;
-  for(int i = 0; i < m->nnets; i++){
-    for(int t = 0; t < net_tensor_count(m->nets[i]); t++){
-      int ndim, isbuf;
-      int64_t shape[4];
-      float *data;
-      net_tensor(m->nets[i], t, name, sizeof(name), &ndim, shape, &data, &isbuf);
-      snprintf(full, sizeof(full), "%s%s", prefix, name);
-      int64_t numel;
-      float *gold = golden(g, full, &numel);
-      snprintf(full, sizeof(full), "before.%s", name);
-      float *b0 = golden(g, full, NULL);
-      snprintf(full, sizeof(full), "step1.%s", name);
-      float *b1 = golden(g, full, NULL);
-      double maxabs = 0;
-      for(int64_t k = 0; k < numel; k++) maxabs = fmax(maxabs, fabs(gold[k]));
-      for(int64_t k = 0; k < numel; k++){
-        double d = fabs((double)data[k] - gold[k]);
-        int ok;
-        if( isbuf ) ok = d <= 1e-5 * fmax(maxabs, 1e-3);
-        else{
-          double a = fabs((double)b1[k] - b0[k]) >= 0.99 * lr ? 1e-3 : 2e-2;
-          ok = d <= a * lr + 0x1p-22 * fabs(gold[k]);
-          if( d / lr > worst ) worst = d / lr;
-        }
-        if( !ok ){
-          fprintf(stderr, "%s%s[%lld]: ours %.9g, golden %.9g\n", prefix, name,
-                  (long long)k, data[k], gold[k]);
-          fail();
-        }
-      }
-      free(gold); free(b0); free(b1);
-    }
-  }
-  return worst;
 }
 
 static void test_golden_train_steps(void **state) {
