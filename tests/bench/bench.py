@@ -34,7 +34,12 @@ Environment (all optional):
   BENCH_TRAIN=1          train fresh models for the AUROC table instead, with
   BENCH_EPOCHS=n         anomaly_train epochs (15) and
   BENCH_SEEDS="0 1 2"    seeds (0); quick mode trains on the first 640 normals
-  BENCH_PARTS="accuracy speed train"   which parts to run (all three)
+  BENCH_PARTS="accuracy speed train"   which parts to run (these three by default);
+                         add "methods" for section 4: the other detectors trained
+                         on one class with tests/bench/method_auroc.sh (an hour or so)
+  BENCH_METHODS="anogan:{\"steps\": 100}:1000 skipganomaly"
+                         section 4's runs: method[:options JSON[:test images]]
+  BENCH_METHOD_CLASS=1   section 4's normal class
 """
 
 import datetime
@@ -606,10 +611,54 @@ def report(res):
         L.append("    " + t["commands"]["ours"])
         L.append("    " + t["commands"]["torch"])
         L.append("")
+    if res.get("methods"):
+        L.append("")
+        L.append("## 4. The other detectors (reduced: one class, one seed)")
+        L.append("")
+        L.append("`tests/bench/method_auroc.sh` trains each with `anomaly_train` on the class's "
+                 "training images (10% held out, 15 epochs, seed 0, padded to 32×32) and gives "
+                 "the test AUROC of every score part.")
+        L.append("")
+        L.append("| method | class | options | test images | AUROC of each part |")
+        L.append("|---|---|---|---|---|")
+        for r in res["methods"]:
+            parts = ", ".join("%s %s" % (k, v) for k, v in r["auroc"].items())
+            L.append("| %s | %d | `%s` | idx < %d | %s |" % (r["method"], r["class"], r["options"],
+                                                            r["test_limit"], parts))
+        L.append("")
+        L.append("Commands:")
+        L.append("")
+        for r in res["methods"]:
+            L.append("    " + r["command"] + "   # " + r["summary"])
     return "\n".join(L)
 
 
 HAVE_TORCH = False
+
+
+def methods():
+    """Section 4: each other detector trained on one class by method_auroc.sh."""
+    cls = env_int("BENCH_METHOD_CLASS", 1)
+    specs = os.environ.get("BENCH_METHODS", 'anogan:{"steps": 100}:1000 skipganomaly').split()
+    rows = []
+    for spec in specs:
+        method, _, rest = spec.partition(":")     # method[:options JSON[:test images]]
+        opts, limit = rest or "{}", "10000"
+        m = re.match(r"^(.*):(\d+)$", rest)
+        if m:
+            opts, limit = m.group(1) or "{}", m.group(2)
+        if QUICK:
+            opts = json.dumps(dict(json.loads(opts), epochs=1))
+            limit = str(min(int(limit), 200))
+        cmd = ["tests/bench/method_auroc.sh", method, str(cls), opts, limit]
+        log("training %s on class %d (method_auroc.sh)" % (method, cls))
+        out, _ = run(cmd)
+        lines = [ln for ln in out.strip().splitlines() if ln]
+        parts = dict(ln.split("|", 1) for ln in lines if "|" in ln and not ln.startswith("{"))
+        rows.append({"method": method, "class": cls, "options": opts, "test_limit": int(limit),
+                     "auroc": parts, "summary": lines[-1],
+                     "command": ENV_TEXT + " " + " ".join(shlex.quote(c) for c in cmd)})
+    return rows
 
 
 def main():
@@ -631,6 +680,8 @@ def main():
         res["speed"] = speed()
     if "train" in PARTS:
         res["train"] = training()
+    if "methods" in PARTS:
+        res["methods"] = methods()
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     text = report(res)
     with open(OUT + "/report.md", "w") as f:
