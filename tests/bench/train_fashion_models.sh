@@ -13,6 +13,9 @@
 set -e
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-$(scripts/blas_env.sh)}"
 mkdir -p build/models models
+# Debian's python3 (numpy, for the float16 conversion)
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
 for c in "$@"; do
   db=build/models/class$c.db
   rm -f "$db"
@@ -26,7 +29,7 @@ for c in "$@"; do
   # trained in float32; shipped in float16 (half the size, see models/README.md)
   sqlite3 "$db" '.load ./anomaly' \
     "SELECT writefile('build/models/class$c-f32.safetensors', model) > 0 FROM anomaly_models;" >/dev/null
-  python3 tests/bench/reference/to_f16.py build/models/class$c-f32.safetensors \
+  "$PY" tests/bench/reference/to_f16.py build/models/class$c-f32.safetensors \
     models/fashion-ganomaly-class$c.safetensors
   sqlite3 "$db" '.load ./anomaly' "INSERT OR REPLACE INTO anomaly_models(name, model)
     VALUES ('class$c', anomaly_model_from_file('models/fashion-ganomaly-class$c.safetensors'));"
