@@ -30,6 +30,7 @@
 
 #include "common.h"
 #include "layers.h"
+#include "fdcheck.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -88,8 +89,6 @@ static void assert_floats(const float *got, const float *want, size_t count,
     }
   }
 }
-
-#include "fdcheck.h"
 
 /* ---- convolutions ------------------------------------------------------- */
 

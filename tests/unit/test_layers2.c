@@ -29,6 +29,7 @@
 #include "common.h"
 #include "layers.h"
 #include "rng.h"
+#include "fdcheck.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -81,8 +82,6 @@ static double max_rel_err(const float *got, const double *ref, size_t count) {
   }
   return worst;
 }
-
-#include "fdcheck.h"
 
 /* ---- linear --------------------------------------------------------------- */
 
