@@ -43,7 +43,8 @@ typedef struct detector_ops {
   */
   int (*create)(struct anom_model *m, const struct cJSON *hp, anom_err *e);
 
-  /* Free m->det (the nets themselves are freed by the model). */
+  /* Free what m->det points to, or NULL when it owns nothing: the model
+  ** frees m->det itself, and the nets. */
   void (*destroy)(struct anom_model *m);
 
   /* The effective hyper-parameters as a new JSON object (for the file). */

@@ -34,7 +34,8 @@ int model_fit_parse(const char *s) {
 
 void model_free(anom_model *m) {
   if( !m ) return;
-  if( m->ops && m->ops->destroy ) m->ops->destroy(m);
+  if( m->ops && m->ops->destroy && m->det ) m->ops->destroy(m);
+  anom_free(m->det);
   for(int i = 0; i < m->nnets; i++){
     net_free(m->nets[i]);
     anom_free(m->nets[i]);

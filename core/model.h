@@ -57,7 +57,7 @@ typedef struct anom_model {
   net *nets[MODEL_MAX_NETS];          /* declared by the detector, owned */
   size_t nparams, nbufs;              /* floats over all nets */
   float *block;                       /* nparams + nbufs floats, owned */
-  void *det;                          /* detector state, ops->destroy frees */
+  void *det;                          /* detector state, freed by the model */
 } anom_model;
 
 /*

@@ -187,12 +187,8 @@ static int anogan_create(anom_model *m, const cJSON *hp, anom_err *e) {
 
 static void anogan_destroy(anom_model *m) {
   anogan *a = m->det;
-  if( a ){
-    anom_free(a->g_off);
-    anom_free(a->d_off);
-  }
-  anom_free(a);
-  m->det = NULL;
+  anom_free(a->g_off);
+  anom_free(a->d_off);
 }
 
 static cJSON *anogan_hparams(const anom_model *m) {

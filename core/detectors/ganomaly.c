@@ -171,11 +171,6 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   return ANOM_OK;
 }
 
-static void ganomaly_destroy(anom_model *m) {
-  anom_free(m->det);
-  m->det = NULL;
-}
-
 static cJSON *ganomaly_hparams(const anom_model *m) {
   const ganomaly *g = m->det;
   cJSON *j = cJSON_CreateObject();
@@ -408,7 +403,7 @@ static int ganomaly_train_step(anom_model *m, void *state, int n, const float *x
 const detector_ops ganomaly_ops = {
   "ganomaly",
   ganomaly_create,
-  ganomaly_destroy,
+  NULL,                  /* destroy: m->det owns nothing */
   ganomaly_hparams,
   ganomaly_work_floats,
   ganomaly_score,

@@ -216,11 +216,6 @@ static int skipganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   return ANOM_OK;
 }
 
-static void skipganomaly_destroy(anom_model *m) {
-  anom_free(m->det);
-  m->det = NULL;
-}
-
 static cJSON *skipganomaly_hparams(const anom_model *m) {
   const skipganomaly *g = m->det;
   cJSON *j = cJSON_CreateObject();
@@ -652,7 +647,7 @@ done:
 const detector_ops skipganomaly_ops = {
   "skipganomaly",
   skipganomaly_create,
-  skipganomaly_destroy,
+  NULL,                  /* destroy: m->det owns nothing */
   skipganomaly_hparams,
   skipganomaly_work_floats,
   skipganomaly_score,
