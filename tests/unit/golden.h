@@ -117,4 +117,33 @@ static TEST_UNUSED double check_tensors(const anom_model *m, const st_file *g,
   return worst;
 }
 
+/*
+** Two training steps on x (n images) against a training golden: after step
+** s, the losses "step<s>.<keys[k]>" (one value each, loss k of train_step)
+** to 1e-5 relative, and every tensor "step<s>.<name>" by check_tensors.
+*/
+static TEST_UNUSED void check_train_steps(anom_model *m, void *state, const st_file *g,
+                                          const float *x, int n, const char *const *keys,
+                                          int nkeys, double lr) {
+  anom_err e;
+  for(int step = 1; step <= 2; step++){
+    double losses[TRAIN_MAX_LOSSES], worst_loss = 0;
+    assert_int_equal(m->ops->train_step(m, state, n, x, losses, &e), ANOM_OK);
+    char prefix[16], key[64];
+    snprintf(prefix, sizeof(prefix), "step%d.", step);
+    for(int k = 0; k < nkeys; k++){
+      snprintf(key, sizeof(key), "step%d.%s", step, keys[k]);
+      float *gold = golden(g, key, NULL);
+      double rel = fabs(losses[k] - gold[0]) / fmax(1e-3, fabs(gold[0]));
+      if( rel > 1e-5 ) fprintf(stderr, "%s: ours %.9g golden %.9g\n", key, losses[k], gold[0]);
+      assert_true(rel <= 1e-5);
+      worst_loss = fmax(worst_loss, rel);
+      free(gold);
+    }
+    double worst = check_tensors(m, g, prefix, lr);
+    printf("# golden training step %d: worst weight error %.2e lr, losses within %.2e\n",
+           step, worst, worst_loss);
+  }
+}
+
 #endif /* ANOM_TEST_GOLDEN_H */

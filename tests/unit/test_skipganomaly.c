@@ -328,25 +328,7 @@ static void test_golden_train_steps(void **state) {
   float *x = golden(&g, "input", NULL);
   static const char *keys[] = {"err_g", "err_g_adv", "err_g_con", "err_g_lat",
                                "err_d", "err_d_real", "err_d_fake"};
-  for(int step = 1; step <= 2; step++){
-    double losses[TRAIN_MAX_LOSSES];
-    assert_int_equal(m->ops->train_step(m, st, 8, x, losses, &e), ANOM_OK);
-    char prefix[16], key[40];
-    snprintf(prefix, sizeof(prefix), "step%d.", step);
-    double wl = 0;
-    for(int k = 0; k < 7; k++){
-      snprintf(key, sizeof(key), "step%d.%s", step, keys[k]);
-      float *gold = golden(&g, key, NULL);
-      double rel = fabs(losses[k] - gold[0]) / fmax(1e-3, fabs(gold[0]));
-      if( rel > 1e-5 ) fprintf(stderr, "%s: ours %.9g golden %.9g\n", key, losses[k], gold[0]);
-      assert_true(rel <= 1e-5);
-      wl = fmax(wl, rel);
-      free(gold);
-    }
-    double worst = check_tensors(m, &g, prefix, 2e-4);
-    printf("# golden training step %d: worst weight error %.2e lr, losses within %.2e\n",
-           step, worst, wl);
-  }
+  check_train_steps(m, st, &g, x, 8, keys, 7, 2e-4);
   m->ops->train_end(m, st);
   free(x);
   cJSON_Delete(hp);

@@ -29,14 +29,6 @@
 
 #include "golden.h"
 
-static double golden_scalar(const st_file *g, const char *name) {
-  float v;
-  const st_tensor *t = st_find(g, name);
-  assert_non_null(t);
-  st_read_f32(t, NULL, 0, &v, NULL);
-  return v;
-}
-
 static void test_ganomaly_steps(void **state) {
   (void)state;
   size_t n;
@@ -57,22 +49,7 @@ static void test_ganomaly_steps(void **state) {
   st_read_f32(in, NULL, 0, x, NULL);
   static const char *loss_keys[] = {"err_g", "err_g_adv", "err_g_con", "err_g_enc",
                                     "err_d", "err_d_real", "err_d_fake"};
-  for(int step = 1; step <= 2; step++){
-    double losses[TRAIN_MAX_LOSSES];
-    assert_int_equal(m->ops->train_step(m, st, 8, x, losses, &e), ANOM_OK);
-    char prefix[16], key[40];
-    snprintf(prefix, sizeof(prefix), "step%d.", step);
-    for(int k = 0; k < 7; k++){
-      snprintf(key, sizeof(key), "step%d.%s", step, loss_keys[k]);
-      double gold = golden_scalar(&g, key);
-      if( fabs(losses[k] - gold) > 1e-5 * fmax(1e-3, fabs(gold)) )
-        fprintf(stderr, "%s: ours %.9g golden %.9g\n", key, losses[k], gold);
-      assert_true(fabs(losses[k] - gold) <= 1e-5 * fmax(1e-3, fabs(gold)));
-    }
-    double worst = check_tensors(m, &g, prefix, 2e-4);
-    printf("# golden training step %d: worst weight error %.2e lr, losses to 1e-5\n",
-           step, worst);
-  }
+  check_train_steps(m, st, &g, x, 8, loss_keys, 7, 2e-4);
   m->ops->train_end(m, st);
   free(x);
   cJSON_Delete(hp);
