@@ -1,5 +1,6 @@
 /*
-** fdcheck.h - the finite-difference gradient check the layer tests share:
+** fdcheck.h - what the layer tests share: float buffers and comparisons,
+** and the finite-difference gradient check:
 ** a four-point central difference (O(h^4)) along every element, with steps
 ** that are exact in float (parameters on a 2^-12 grid, h a power of two).
 ** Include after <cmocka.h>.
@@ -9,6 +10,33 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
+
+static __attribute__((unused)) float *fbuf(size_t count) {
+  float *p = anom_malloc((count ? count : 1) * sizeof(float));
+  assert_non_null(p);
+  return p;
+}
+
+static __attribute__((unused)) void fill_value(float *p, size_t count, float v) {
+  for(size_t i = 0; i < count; i++) p[i] = v;
+}
+
+static __attribute__((unused)) double dot(const float *a, const float *b, size_t count) {
+  double acc = 0.0;
+  for(size_t i = 0; i < count; i++) acc += (double)a[i] * b[i];
+  return acc;
+}
+
+static __attribute__((unused)) void assert_floats(const float *got, const float *want, size_t count,
+                          double tol) {
+  for(size_t i = 0; i < count; i++){
+    if( !(fabs((double)got[i] - want[i]) <= tol) ){
+      print_error("element %zu: got %.9g, want %.9g\n", i, got[i], want[i]);
+      fail();
+    }
+  }
+}
 
 typedef double (*objective_fn)(void *ctx);
 

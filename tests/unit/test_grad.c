@@ -64,32 +64,6 @@ static void fill_grid_away(float *p, size_t count, test_rng *r, double lo,
   }
 }
 
-static float *fbuf(size_t count) {
-  float *p = anom_malloc((count ? count : 1) * sizeof(float));
-  assert_non_null(p);
-  return p;
-}
-
-static void fill_value(float *p, size_t count, float v) {
-  for(size_t i = 0; i < count; i++) p[i] = v;
-}
-
-static double dot(const float *a, const float *b, size_t count) {
-  double acc = 0.0;
-  for(size_t i = 0; i < count; i++) acc += (double)a[i] * b[i];
-  return acc;
-}
-
-static void assert_floats(const float *got, const float *want, size_t count,
-                          double tol) {
-  for(size_t i = 0; i < count; i++){
-    if( !(fabs((double)got[i] - want[i]) <= tol) ){
-      print_error("element %zu: got %.9g, want %.9g\n", i, got[i], want[i]);
-      fail();
-    }
-  }
-}
-
 /* ---- convolutions ------------------------------------------------------- */
 
 typedef struct conv_prob {
