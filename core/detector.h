@@ -84,6 +84,14 @@ typedef struct detector_ops {
 
   /* Free *state (NULL-safe). */
   void (*train_end)(struct anom_model *m, void *state);
+
+  /* Optional (NULL: nothing to do): after the last step and before
+  ** calibration, put the weights to score with into the model; EGBAD and
+  ** ALAD score with the moving average of their weights. */
+  void (*train_finish)(struct anom_model *m, void *state);
+
+  /* The authors' batch size, anomaly_train's default (0: 64). */
+  int batch;
 } detector_ops;
 
 /* The detector called name, or NULL. */

@@ -24,7 +24,7 @@
 
 #define MODEL_FORMAT "sqlite-anomaly"
 #define MODEL_FORMAT_VERSION 1
-#define MODEL_MAX_NETS 8
+#define MODEL_MAX_NETS 32
 #define MODEL_MAX_QUANTILES 64
 
 typedef struct model_limits {

@@ -121,15 +121,75 @@ int net_relu(net *nt, const char *name) { return net_elementwise(nt, LAYER_RELU,
 int net_tanh(net *nt, const char *name) { return net_elementwise(nt, LAYER_TANH, name, 0); }
 int net_sigmoid(net *nt, const char *name) { return net_elementwise(nt, LAYER_SIGMOID, name, 0); }
 
+int net_linear(net *nt, const char *name, int oc, int bias) {
+  layer *l = net_push(nt, LAYER_LINEAR, name);
+  if( !l ) return 1;
+  size_t in_f = (size_t)l->c * l->h * l->w;
+  if( oc < 1 || in_f > INT32_MAX || (size_t)oc * in_f > INT32_MAX ){
+    nt->failed = anom_fail(&nt->err, ANOM_EINVAL,
+        "layer '%s%s': a linear layer of %d outputs does not fit a %dx%dx%d input",
+        nt->prefix, name, oc, l->c, l->h, l->w);
+    return 1;
+  }
+  l->oc = oc;
+  l->oh = l->ow = 1;
+  l->has_bias = bias;
+  l->np = (size_t)oc * in_f + (bias ? (size_t)oc : 0);
+  nt->nparams += l->np;
+  nt->nlayers++;
+  return 0;
+}
+
+int net_dropout(net *nt, const char *name, float p) {
+  layer *l = net_push(nt, LAYER_DROPOUT, name);
+  if( !l ) return 1;
+  if( !(p >= 0 && p < 1) ){
+    nt->failed = anom_fail(&nt->err, ANOM_EINVAL,
+                           "layer '%s%s': dropout needs p in [0, 1), found %g",
+                           nt->prefix, name, (double)p);
+    return 1;
+  }
+  l->slope = p;
+  l->m_off = nt->nmask;
+  nt->nmask += (size_t)l->c * l->h * l->w;
+  nt->nlayers++;
+  return 0;
+}
+
+int net_reshape(net *nt, const char *name, int c, int h, int w) {
+  layer *l = net_push(nt, LAYER_RESHAPE, name);
+  if( !l ) return 1;
+  if( c < 1 || h < 1 || w < 1 || (size_t)c * h * w != (size_t)l->c * l->h * l->w ){
+    nt->failed = anom_fail(&nt->err, ANOM_EINVAL,
+        "layer '%s%s': cannot view %dx%dx%d as %dx%dx%d", nt->prefix, name,
+        l->c, l->h, l->w, c, h, w);
+    return 1;
+  }
+  l->oc = c; l->oh = h; l->ow = w;
+  nt->nlayers++;
+  return 0;
+}
+
+int net_set_momentum(net *nt, float momentum) {
+  if( nt->failed ) return 1;
+  if( nt->nlayers == 0 || nt->layers[nt->nlayers - 1].kind != LAYER_BATCHNORM ){
+    nt->failed = anom_fail(&nt->err, ANOM_EINVAL, "net '%s': momentum set on a "
+                           "layer that is not a batch norm", nt->prefix);
+    return 1;
+  }
+  nt->layers[nt->nlayers - 1].momentum = momentum;
+  return 0;
+}
+
 void net_bind(net *nt, float *params, float *bufs) {
   nt->params = params;
   nt->bufs = bufs;
 }
 
-/* Tensors a layer contributes: conv 1 or 2, batch norm 4, others 0. */
+/* Tensors a layer contributes: conv and linear 1 or 2, batch norm 4, others 0. */
 static int layer_tensor_count(const layer *l) {
   switch( l->kind ){
-    case LAYER_CONV: case LAYER_CONVT: return l->has_bias ? 2 : 1;
+    case LAYER_CONV: case LAYER_CONVT: case LAYER_LINEAR: return l->has_bias ? 2 : 1;
     case LAYER_BATCHNORM: return 4;
     default: return 0;
   }
@@ -157,7 +217,13 @@ int net_tensor(const net *nt, int i, char *name, size_t name_size, int *ndim,
                     : nt->bufs + l->b_off + (size_t)(i - 2) * l->c;
       return 0;
     }
-    if( i == 0 ){
+    if( i == 0 && l->kind == LAYER_LINEAR ){
+      snprintf(name, name_size, "%s%s.weight", nt->prefix, l->name);
+      *ndim = 2;                  /* Linear weight (OUT, IN) */
+      shape[0] = l->oc;
+      shape[1] = (int64_t)l->c * l->h * l->w;
+      *data = nt->params + l->p_off;
+    }else if( i == 0 ){
       snprintf(name, name_size, "%s%s.weight", nt->prefix, l->name);
       *ndim = 4;
       /* Conv2d weight (OC, C, K, K); ConvTranspose2d weight (C, OC, K, K) */
@@ -211,10 +277,28 @@ enum { BN_RUNNING, BN_BATCH, BN_BATCH_UPDATE };
 ** running statistics.
 */
 static void layer_forward(const net *nt, const layer *l, int n, float *dst,
-                          const float *cur, float *work, int bn_mode, float *stats) {
+                          const float *cur, float *work, int bn_mode, float *stats,
+                          uint8_t *mask, rng *r) {
   const float *p = nt->params + l->p_off;
   size_t count = (size_t)n * l->oc * l->oh * l->ow;
   switch( l->kind ){
+    case LAYER_LINEAR: {
+      int in_f = l->c * l->h * l->w;
+      linear_forward(n, in_f, l->oc, dst, cur, p,
+                     l->has_bias ? p + (size_t)l->oc * in_f : NULL);
+      break;
+    }
+    case LAYER_DROPOUT:
+      if( bn_mode != BN_RUNNING && l->slope > 0 ){
+        dropout_mask(mask, count, l->slope, r);
+        dropout_forward(dst, cur, mask, count, l->slope);
+      }else if( dst != cur ){
+        memcpy(dst, cur, count * sizeof(float));
+      }
+      break;
+    case LAYER_RESHAPE:
+      if( dst != cur ) memcpy(dst, cur, count * sizeof(float));
+      break;
     case LAYER_CONV:
       conv2d_forward(&l->conv, n, dst, cur, p, l->has_bias ? p + l->np - l->oc : NULL, work);
       break;
@@ -255,7 +339,7 @@ void net_forward(const net *nt, int from, int to, int n, const float *in,
     float *dst = buf[which];
     if( l->kind >= LAYER_BATCHNORM && cur != in ) dst = (float *)cur;
     else which ^= 1;
-    layer_forward(nt, l, n, dst, cur, work, BN_RUNNING, NULL);
+    layer_forward(nt, l, n, dst, cur, work, BN_RUNNING, NULL, NULL, NULL);
     cur = dst;
   }
   if( to > from ){
@@ -280,7 +364,8 @@ int net_cache_init(net_cache *c, const net *nt, int n, anom_err *e) {
   }
   c->acts = anom_malloc(total * (size_t)n * sizeof(float));
   c->bn = anom_calloc(nt->nbufs ? nt->nbufs : 1, sizeof(float));
-  if( !c->acts || !c->bn ){
+  c->mask = anom_malloc(nt->nmask ? nt->nmask * (size_t)n : 1);
+  if( !c->acts || !c->bn || !c->mask ){
     net_cache_free(c);
     return anom_fail(e, ANOM_ENOMEM, "out of memory for the activations of a "
                      "batch of %d (%zu floats)", n, total * (size_t)n);
@@ -293,6 +378,7 @@ void net_cache_free(net_cache *c) {
   anom_free(c->acts);
   anom_free(c->off);
   anom_free(c->bn);
+  anom_free(c->mask);
   memset(c, 0, sizeof(*c));
 }
 
@@ -313,7 +399,8 @@ static void forward_cached(const net *nt, int n, const float *in, net_cache *c,
   for(int i = 0; i < nt->nlayers; i++){
     const layer *l = &nt->layers[i];
     float *dst = c->acts + c->off[i] * (size_t)c->n;
-    layer_forward(nt, l, n, dst, cur, scratch, bn_mode, c->bn + l->b_off);
+    layer_forward(nt, l, n, dst, cur, scratch, bn_mode, c->bn + l->b_off,
+                  c->mask + l->m_off * (size_t)c->n, c->rng);
     cur = dst;
   }
 }
@@ -371,6 +458,22 @@ void net_backward(const net *nt, int n, const float *in, const net_cache *c,
         conv_transpose2d_backward(&l->conv, n, dx, g, (g && l->has_bias) ? g + l->np - l->oc : NULL,
                                   d, x, p, work);
         break;
+      case LAYER_LINEAR: {
+        int in_f = l->c * l->h * l->w;
+        linear_backward(n, in_f, l->oc, dx, g,
+                        (g && l->has_bias) ? g + (size_t)l->oc * in_f : NULL, d, x, p);
+        break;
+      }
+      case LAYER_DROPOUT:
+        if( !c->frozen && l->slope > 0 ){
+          dropout_backward(dx, d, c->mask + l->m_off * (size_t)c->n, in_count, l->slope);
+          break;
+        }
+        if( dx ) for(size_t k = 0; k < in_count; k++) dx[k] += d[k];
+        break;
+      case LAYER_RESHAPE:
+        if( dx ) for(size_t k = 0; k < in_count; k++) dx[k] += d[k];
+        break;
       case LAYER_BATCHNORM: {
         /* the statistics the forward normalised with */
         const float *st = c->frozen ? nt->bufs + l->b_off : c->bn + l->b_off;
@@ -392,17 +495,21 @@ void net_backward(const net *nt, int n, const float *in, const net_cache *c,
 }
 
 void net_init_dcgan(net *nt, rng *r) {
+  net_init_normal(nt, r, 0.02f, 0.02f);
+}
+
+void net_init_normal(net *nt, rng *r, float std, float gamma_std) {
   for(int i = 0; i < nt->nlayers; i++){
     const layer *l = &nt->layers[i];
     float *p = nt->params + l->p_off;
-    if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT ){
+    if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT || l->kind == LAYER_LINEAR ){
       size_t nw = l->np - (l->has_bias ? (size_t)l->oc : 0);
-      for(size_t k = 0; k < nw; k++) p[k] = (float)(0.02 * rng_normal(r));
+      for(size_t k = 0; k < nw; k++) p[k] = (float)(std * rng_normal(r));
       for(size_t k = nw; k < l->np; k++) p[k] = 0;
     }else if( l->kind == LAYER_BATCHNORM ){
       float *b = nt->bufs + l->b_off;
       for(int k = 0; k < l->c; k++){
-        p[k] = (float)(1.0 + 0.02 * rng_normal(r));
+        p[k] = gamma_std > 0 ? (float)(1.0 + (double)gamma_std * rng_normal(r)) : 1.0f;
         p[l->c + k] = 0;
         b[k] = 0;
         b[l->c + k] = 1;

@@ -26,14 +26,18 @@
 #include "common.h"
 #include "layers.h"
 
+/* Kinds from LAYER_BATCHNORM on may run in place (out == in). */
 typedef enum layer_kind {
   LAYER_CONV,
   LAYER_CONVT,
+  LAYER_LINEAR,             /* the input flattened: (C*H*W) -> (OC, 1, 1) */
   LAYER_BATCHNORM,
   LAYER_LEAKY_RELU,
   LAYER_RELU,
   LAYER_TANH,
-  LAYER_SIGMOID
+  LAYER_SIGMOID,
+  LAYER_DROPOUT,            /* training forward only; identity otherwise */
+  LAYER_RESHAPE             /* the same floats seen as another shape */
 } layer_kind;
 
 #define NET_NAME_MAX 64
@@ -44,11 +48,12 @@ typedef struct layer {
   int c, h, w;              /* input shape of one sample */
   int oc, oh, ow;           /* output shape of one sample */
   conv_shape conv;          /* LAYER_CONV, LAYER_CONVT */
-  int has_bias;             /* conv layers */
-  float slope;              /* LAYER_LEAKY_RELU */
+  int has_bias;             /* conv and linear layers */
+  float slope;              /* LAYER_LEAKY_RELU; LAYER_DROPOUT: p */
   float eps, momentum;      /* LAYER_BATCHNORM (PyTorch's 1e-5 and 0.1) */
   size_t p_off, np;         /* parameters: [weight, bias] at params + p_off */
   size_t b_off, nb;         /* buffers: [running_mean, running_var] at bufs + b_off */
+  size_t m_off;             /* LAYER_DROPOUT: its mask, per sample, in net_cache */
 } layer;
 
 typedef struct net {
@@ -57,6 +62,7 @@ typedef struct net {
   int nlayers, cap;
   layer *layers;            /* owned */
   size_t nparams, nbufs;    /* floats in this net's slices */
+  size_t nmask;             /* dropout mask bytes per sample */
   float *params, *bufs;     /* slices of the model's blocks (not owned) */
   int failed;               /* set when an append failed; see err */
   anom_err err;
@@ -73,6 +79,16 @@ int net_leaky_relu(net *nt, const char *name, float slope);
 int net_relu(net *nt, const char *name);
 int net_tanh(net *nt, const char *name);
 int net_sigmoid(net *nt, const char *name);
+/* nn.Linear on the flattened input: weight (OC, C*H*W), output (OC, 1, 1). */
+int net_linear(net *nt, const char *name, int oc, int bias);
+/* Inverted dropout with probability p in [0, 1) (see dropout.c): a mask
+** drawn from the cache's rng in net_forward_train, the identity elsewhere. */
+int net_dropout(net *nt, const char *name, float p);
+/* View the output as (c, h, w); c*h*w must equal the current size. */
+int net_reshape(net *nt, const char *name, int c, int h, int w);
+/* Set the running-statistics momentum of the last layer, a batch norm
+** (PyTorch's convention: run = (1 - momentum) run + momentum batch). */
+int net_set_momentum(net *nt, float momentum);
 
 /* Output shape of layer i (i == -1: the net's output; nlayers == 0: input). */
 void net_out_shape(const net *nt, int i, int *c, int *h, int *w);
@@ -121,6 +137,8 @@ typedef struct net_cache {
   float *acts;         /* layer i's output at acts + off[i] * n */
   size_t *off;         /* nlayers offsets, per sample */
   float *bn;           /* per batch-norm layer: mean (C) then var (C), at bn + l.b_off */
+  uint8_t *mask;       /* dropout masks, layer l's at mask + l.m_off * n */
+  struct rng *rng;     /* dropout masks of net_forward_train come from here */
 } net_cache;
 
 int net_cache_init(net_cache *c, const net *nt, int n, anom_err *e);
@@ -135,7 +153,9 @@ size_t net_train_scratch_floats(const net *nt, int n);
 /*
 ** Training forward of all layers: batch norm normalises with the batch's
 ** statistics, keeps them in c and, when update_running, folds them into the
-** running statistics (PyTorch's train mode).
+** running statistics (PyTorch's train mode). Dropout layers with p > 0 draw
+** their masks from c->rng (which must then be set), in layer order, one
+** rng_uniform per element of the batch.
 */
 void net_forward_train(net *nt, int n, const float *in, net_cache *c,
                        int update_running, float *scratch);
@@ -165,5 +185,11 @@ void net_backward(const net *nt, int n, const float *in, const net_cache *c,
 ** N(0, 0.02), conv biases 0, batch-norm gamma N(1, 0.02) and beta 0,
 ** running mean 0 and variance 1. */
 void net_init_dcgan(net *nt, struct rng *r);
+
+/* The same with conv and linear weights N(0, std) and batch-norm gamma
+** N(1, gamma_std) (gamma_std 0: exactly 1, nothing drawn): TensorFlow's
+** random_normal_initializer and its batch-norm defaults for gamma_std 0.
+** Draws in layer order: every weight, then each gamma when gamma_std > 0. */
+void net_init_normal(net *nt, struct rng *r, float std, float gamma_std);
 
 #endif /* ANOM_NET_H */

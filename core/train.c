@@ -159,6 +159,7 @@ int model_train(anom_model *m, const float *x, int n, const train_options *o,
     }
     for(int l = 0; l < nl; l++) r->losses[l] = sums[l] / batches;
   }
+  if( ops->train_finish ) ops->train_finish(m, state);
   r->seconds = now_seconds() - t0;
   r->images_train = ntrain;
   r->images_holdout = nhold;

@@ -139,7 +139,8 @@ static int agg_start(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value
   a->options = argc > 3 && sqlite3_value_type(argv[3]) != SQLITE_NULL ? dup_text(argv[3])
                                                                      : sqlite3_mprintf("{}");
   if( !a->name || !a->method || !a->options ){ sqlite3_result_error_nomem(ctx); return 1; }
-  if( !detector_find(a->method) ){
+  const detector_ops *ops = detector_find(a->method);
+  if( !ops ){
     agg_error(ctx, "unknown method '%s' (known: %s)", a->method, detector_names());
     return 1;
   }
@@ -150,7 +151,7 @@ static int agg_start(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value
     return 1;
   }
   cJSON *hp = cJSON_CreateObject();
-  long long epochs = 15, batch = 64, seed = 0, size = 32, width = -1, height = -1;
+  long long epochs = 15, batch = ops->batch ? ops->batch : 64, seed = 0, size = 32, width = -1, height = -1;
   long long channels = first->c, memory_mb = 2048;
   double holdout = 0.1, thr = 0.99;
   int rc = 1;

@@ -250,8 +250,8 @@ static void search_layout(const anom_model *m, int n, float *work, search_buf *s
   s->fx = p;  p += (size_t)n * fsize;
   s->df = p;  p += (size_t)n * fsize;
   s->dxh = p; p += (size_t)n * img;
-  s->cg = (net_cache){ n, 1, p, a->g_off, NULL };  p += (size_t)n * a->g_acts;
-  s->cd = (net_cache){ n, 1, p, a->d_off, NULL };  p += (size_t)n * a->d_acts;
+  s->cg = (net_cache){ .n = n, .frozen = 1, .acts = p, .off = a->g_off };  p += (size_t)n * a->g_acts;
+  s->cd = (net_cache){ .n = n, .frozen = 1, .acts = p, .off = a->d_off };  p += (size_t)n * a->d_acts;
   s->scratch = p;
 }
 
@@ -532,4 +532,6 @@ const detector_ops anogan_ops = {
   anogan_train_begin,
   anogan_train_step,
   anogan_train_end,
+  NULL,                 /* train_finish */
+  0,                    /* batch: 64 */
 };

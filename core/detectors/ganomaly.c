@@ -411,4 +411,6 @@ const detector_ops ganomaly_ops = {
   ganomaly_train_begin,
   ganomaly_train_step,
   ganomaly_train_end,
+  NULL,                 /* train_finish */
+  0,                    /* batch: 64 */
 };

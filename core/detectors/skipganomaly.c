@@ -34,8 +34,8 @@
 ** D is one. The skips are the encoder nets' LeakyReLU outputs. A skip inside
 ** an encoder net costs one more backward pass over the layers before it
 ** (net_backward starts at a net's end), a skip at a cut costs nothing, so
-** the nets a model may have (8) left after the decoder levels and D go to
-** cuts: 3 encoder nets at isize 32, 2 at 64, 1 at 128, the largest input.
+** the encoder path is cut into SG_MAX_DOWN (3) nets at the deepest levels.
+** Inputs are 32, 64 or 128 (SG_MAX_LEVELS).
 **
 ** Hyper-parameters (the authors' defaults): nz 100, ngf 64, ndf 64,
 ** lr 2e-4, beta1 0.5, beta2 0.999, w_adv 1, w_con 50, w_lat 1, score_w 0.9,
@@ -655,4 +655,6 @@ const detector_ops skipganomaly_ops = {
   skipganomaly_train_begin,
   skipganomaly_train_step,
   skipganomaly_train_end,
+  NULL,                 /* train_finish */
+  0,                    /* batch: 64 */
 };

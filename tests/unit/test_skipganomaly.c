@@ -179,7 +179,7 @@ static void test_create_errors(void **state) {
     anom_err e;
     assert_int_equal(model_create(&m, "skipganomaly", sides[k], sides[k], 3, hp, NULL, &e),
                      ANOM_OK);
-    assert_int_equal(m->nnets, 8);   /* 2 or 1 encoder nets, 5 or 6 levels, D */
+    assert_int_equal(m->nnets, 9 + k);   /* 3 encoder nets, 5 or 6 decoder levels, D */
     cJSON *j = m->ops->hparams(m);
     assert_true(cJSON_GetObjectItem(j, "score_w")->valuedouble == 0.9);
     assert_true(cJSON_GetObjectItem(j, "w_con")->valuedouble == 50);
