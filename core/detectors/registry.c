@@ -7,11 +7,13 @@
 #include <string.h>
 
 extern const detector_ops anogan_ops;
+extern const detector_ops egbad_ops;
 extern const detector_ops ganomaly_ops;
 extern const detector_ops skipganomaly_ops;
 
 static const detector_ops *const all_detectors[] = {
   &anogan_ops,
+  &egbad_ops,
   &ganomaly_ops,
   &skipganomaly_ops,
 };
