@@ -6,12 +6,14 @@
 
 #include <string.h>
 
+extern const detector_ops alad_ops;
 extern const detector_ops anogan_ops;
 extern const detector_ops egbad_ops;
 extern const detector_ops ganomaly_ops;
 extern const detector_ops skipganomaly_ops;
 
 static const detector_ops *const all_detectors[] = {
+  &alad_ops,
   &anogan_ops,
   &egbad_ops,
   &ganomaly_ops,
