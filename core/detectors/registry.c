@@ -8,6 +8,7 @@
 
 extern const detector_ops alad_ops;
 extern const detector_ops anogan_ops;
+extern const detector_ops defectgan_ops;
 extern const detector_ops egbad_ops;
 extern const detector_ops ganomaly_ops;
 extern const detector_ops skipganomaly_ops;
@@ -15,6 +16,7 @@ extern const detector_ops skipganomaly_ops;
 static const detector_ops *const all_detectors[] = {
   &alad_ops,
   &anogan_ops,
+  &defectgan_ops,
   &egbad_ops,
   &ganomaly_ops,
   &skipganomaly_ops,
