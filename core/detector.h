@@ -92,6 +92,11 @@ typedef struct detector_ops {
 
   /* The authors' batch size, anomaly_train's default (0: 64). */
   int batch;
+
+  /* Optional (NULL: nothing to do): called before the first step of each
+  ** epoch, epoch counting from 0; the constrained AAE's critic schedule
+  ** changes after its first epochs. */
+  void (*train_epoch)(struct anom_model *m, void *state, int epoch);
 } detector_ops;
 
 /* The detector called name, or NULL. */

@@ -129,6 +129,7 @@ int model_train(anom_model *m, const float *x, int n, const train_options *o,
   double t0 = now_seconds(), sums[TRAIN_MAX_LOSSES], losses[TRAIN_MAX_LOSSES];
   for(int ep = 0; ep < o->epochs; ep++){
     rng_shuffle(&gen, train, ntrain);
+    if( ops->train_epoch ) ops->train_epoch(m, state, ep);
     memset(sums, 0, sizeof(sums));
     for(int b = 0; b < batches; b++){
       if( o->interrupted && o->interrupted(o->ctx) ){

@@ -770,4 +770,5 @@ const detector_ops alad_ops = {
   alad_train_end,
   alad_train_finish,
   32,                    /* batch: the authors' */
+  NULL,                  /* train_epoch */
 };

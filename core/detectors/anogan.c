@@ -534,4 +534,5 @@ const detector_ops anogan_ops = {
   anogan_train_end,
   NULL,                 /* train_finish */
   0,                    /* batch: 64 */
+  NULL,                  /* train_epoch */
 };

@@ -510,4 +510,5 @@ const detector_ops defectgan_ops = {
   defectgan_train_end,
   NULL,                  /* train_finish */
   0,                     /* batch: 64 */
+  NULL,                  /* train_epoch */
 };

@@ -580,4 +580,5 @@ const detector_ops egbad_ops = {
   egbad_train_end,
   egbad_train_finish,
   100,                   /* batch: the authors' */
+  NULL,                  /* train_epoch */
 };

@@ -413,4 +413,5 @@ const detector_ops ganomaly_ops = {
   ganomaly_train_end,
   NULL,                 /* train_finish */
   0,                    /* batch: 64 */
+  NULL,                  /* train_epoch */
 };

@@ -8,6 +8,7 @@
 
 extern const detector_ops alad_ops;
 extern const detector_ops anogan_ops;
+extern const detector_ops caae_ops;
 extern const detector_ops defectgan_ops;
 extern const detector_ops egbad_ops;
 extern const detector_ops ganomaly_ops;
@@ -16,6 +17,7 @@ extern const detector_ops skipganomaly_ops;
 static const detector_ops *const all_detectors[] = {
   &alad_ops,
   &anogan_ops,
+  &caae_ops,
   &defectgan_ops,
   &egbad_ops,
   &ganomaly_ops,
@@ -32,5 +34,5 @@ const detector_ops *detector_find(const char *name) {
 }
 
 const char *detector_names(void) {
-  return "anogan, ganomaly, skipganomaly";
+  return "alad, anogan, caae, defectgan, egbad, ganomaly, skipganomaly";
 }

@@ -657,4 +657,5 @@ const detector_ops skipganomaly_ops = {
   skipganomaly_train_end,
   NULL,                 /* train_finish */
   0,                    /* batch: 64 */
+  NULL,                  /* train_epoch */
 };

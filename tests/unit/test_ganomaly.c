@@ -197,7 +197,7 @@ static void test_model_errors(void **state) {
     {"format", NULL, 0, 0, 0, 0, "metadata 'format' is missing"},
     {"format_version", "2", 0, 0, 0, 0, "model format version 2 is newer than this build reads (1)"},
     {"format_version", "x", 0, 0, 0, 0, "metadata 'format_version' is 'x'"},
-    {"method", "ganomaly2", 0, 0, 0, 0, "unknown method 'ganomaly2' (known: anogan, ganomaly, skipganomaly)"},
+    {"method", "ganomaly2", 0, 0, 0, 0, "unknown method 'ganomaly2' (known: alad, anogan, caae, defectgan, egbad, ganomaly, skipganomaly)"},
     {"width", "0", 0, 0, 0, 0, "metadata 'width' is '0'"},
     {"height", "48", 0, 0, 0, 0, "ganomaly: the input must be square"},
     {"channels", "2", 0, 0, 0, 0, "metadata 'channels' is '2', expected 1 or 3"},
@@ -276,7 +276,7 @@ static void test_create_errors(void **state) {
   anom_model *m;
   anom_err e;
   assert_int_equal(model_create(&m, "nope", 32, 32, 1, NULL, NULL, &e), ANOM_EINVAL);
-  assert_non_null(strstr(e.msg, "unknown method 'nope' (known: anogan, ganomaly, skipganomaly)"));
+  assert_non_null(strstr(e.msg, "unknown method 'nope' (known: alad, anogan, caae, defectgan, egbad, ganomaly, skipganomaly)"));
   assert_int_equal(model_create(&m, "ganomaly", 40, 40, 1, NULL, NULL, &e), ANOM_EINVAL);
   assert_non_null(strstr(e.msg, "multiple of 16, found 40x40"));
   assert_int_equal(model_create(&m, "ganomaly", 32, 32, 4, NULL, NULL, &e), ANOM_EINVAL);
