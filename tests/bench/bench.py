@@ -40,6 +40,9 @@ Environment (all optional):
   BENCH_METHODS="anogan:{\"steps\": 100}:1000 skipganomaly"
                          section 4's runs: method[:options JSON[:test images]]
   BENCH_METHOD_CLASS=1   section 4's normal class
+  BENCH_METHOD_IMAGES=n  section 4's speed table: test images each trained
+                         detector scores through SQL (400; AnoGAN at its default
+                         500 search steps scores n/40 of them)
 """
 
 import datetime
@@ -630,6 +633,23 @@ def report(res):
         L.append("")
         for r in res["methods"]:
             L.append("    " + r["command"] + "   # " + r["summary"])
+    if res.get("methods_speed"):
+        L.append("")
+        L.append("Scoring time per image through SQL (`SELECT sum(anomaly_score(image, 'm')) ...`, "
+                 "one image a call, PNG decode included; the fastest of 2 runs), the models above, "
+                 "same run. **AnoGAN ÷** = how many images the method scores in the time AnoGAN's "
+                 "default search takes for one.")
+        L.append("")
+        L.append("| method | images | ms per image | AnoGAN (500 steps) ÷ method |")
+        L.append("|---|---|---|---|")
+        for o in res["methods_speed"]:
+            L.append("| %s | %d | %.2f | %s |" % (o["method"], o["images"], o["ms_per_image"],
+                                                 "%.0f×" % o["anogan_ratio"] if o["anogan_ratio"] else "–"))
+        L.append("")
+        L.append("Commands:")
+        L.append("")
+        for o in res["methods_speed"]:
+            L.append("    " + o["command"])
     return "\n".join(L)
 
 
@@ -661,6 +681,37 @@ def methods():
     return rows
 
 
+def methods_speed(rows):
+    """Section 4's speed table: each model trained by methods() scores the same
+    first test images through SQL, one image a call, in one run; AnoGAN at its
+    default 500 search steps on fewer images (its cost is per image)."""
+    n = env_int("BENCH_METHOD_IMAGES", 400, 40)
+    out = []
+    for r in rows:
+        db = "build/bench/%s-class%d.db" % (r["method"], r["class"])
+        if not os.path.exists(db):
+            continue
+        runs = [(r["method"], "", n)]
+        if r["method"] == "anogan":
+            runs = [("anogan, 100 steps", ', \'{"steps": 100}\'', max(n // 8, 2)),
+                    ("anogan, 500 steps (default)", "", max(n // 40, 1))]
+        for label, opt, k in runs:
+            script = write_script("speed-%s.sql" % re.sub(r"[^a-z0-9]+", "_", label),
+                                  "SELECT sum(anomaly_score(image, 'm'%s)) FROM fashion "
+                                  "WHERE split = 'test' AND idx < %d;" % (opt, k))
+            times = []
+            for _ in range(2):
+                _, dt = sql_file(script, db)
+                times.append(dt)
+            t = min(times)
+            out.append({"method": label, "images": k, "seconds": t, "ms_per_image": 1000 * t / k,
+                        "command": ENV_TEXT + " sqlite3 %s < %s" % (db, script)})
+    base = [o for o in out if o["method"] == "anogan, 500 steps (default)"]
+    for o in out:
+        o["anogan_ratio"] = base[0]["ms_per_image"] / o["ms_per_image"] if base else None
+    return out
+
+
 def main():
     global HAVE_TORCH
     os.makedirs(OUT, exist_ok=True)
@@ -682,6 +733,7 @@ def main():
         res["train"] = training()
     if "methods" in PARTS:
         res["methods"] = methods()
+        res["methods_speed"] = methods_speed(res["methods"])
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     text = report(res)
     with open(OUT + "/report.md", "w") as f:
