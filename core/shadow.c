@@ -18,13 +18,12 @@ int shadow_init(shadow *s, const float *live, size_t n, float decay, anom_err *e
   s->n = n;
   s->decay = decay;
   s->raw = anom_malloc((n ? n : 1) * sizeof(float));
-  s->ema = anom_malloc((n ? n : 1) * sizeof(float));
+  s->ema = anom_calloc(n ? n : 1, sizeof(float));
   if( !s->raw || !s->ema ){
     shadow_free(s);
     return anom_fail(e, ANOM_ENOMEM, "out of memory for the averaged weights");
   }
   memcpy(s->raw, live, n * sizeof(float));
-  memcpy(s->ema, live, n * sizeof(float));
   return ANOM_OK;
 }
 
@@ -120,6 +119,16 @@ void shadow_grad(shadow *s, float *grads, const float *live, size_t off, size_t 
 }
 
 void shadow_ema(shadow *s, size_t off, size_t len) {
+  int i = 0;
+  while( i < s->nranges && s->range[i].off != off ) i++;
+  if( i == s->nranges ){
+    if( i == SHADOW_MAX_RANGES ) return;   /* a programming error: see shadow.h */
+    s->range[i].off = off;
+    s->range[i].len = len;
+    s->range[i].steps = 0;
+    s->nranges++;
+  }
+  s->range[i].steps++;
   float d = s->decay, c = 1.0f - s->decay;
   float *a = s->ema + off;
   const float *w = s->raw + off;
@@ -127,5 +136,27 @@ void shadow_ema(shadow *s, size_t off, size_t len) {
 }
 
 void shadow_finish(shadow *s, float *live) {
+  /* weights outside every averaged range have no average: their raw value */
+  size_t covered = 0;
+  for(int i = 0; i < s->nranges; i++) covered += s->range[i].len;
+  if( covered < s->n ){
+    for(size_t k = 0; k < s->n; k++){
+      int in = 0;
+      for(int i = 0; i < s->nranges && !in; i++)
+        in = k >= s->range[i].off && k < s->range[i].off + s->range[i].len;
+      if( !in ) s->ema[k] = s->raw[k];
+    }
+  }
+  for(int i = 0; i < s->nranges; i++){
+    double corr = 1.0 - pow((double)s->decay, (double)s->range[i].steps);
+    float *a = s->ema + s->range[i].off;
+    if( corr <= 0 ){                       /* decay 1: the average never moved */
+      memcpy(a, s->raw + s->range[i].off, s->range[i].len * sizeof(float));
+      continue;
+    }
+    float scale = (float)(1.0 / corr);
+    for(size_t k = 0; k < s->range[i].len; k++) a[k] *= scale;
+  }
+  s->nranges = 0;                          /* corrected once */
   refresh_from(s, s->ema, live, 0, s->n);
 }

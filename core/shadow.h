@@ -26,6 +26,15 @@
 ** plain layers. Batch norm's running statistics are buffers, outside the
 ** block's parameters: they are neither averaged nor normalised (TensorFlow
 ** keeps them out of the trainable variables too).
+**
+** The average is bias-corrected, as Adam corrects its moments: it starts
+** at zero and shadow_finish divides it by 1 - decay^t after t steps, so it
+** weighs the weights the optimiser produced and nothing of the random
+** initial ones. TensorFlow's ExponentialMovingAverage, which the authors
+** use, starts from the initial weights instead: after t steps they keep a
+** share decay^t of the average (44% after 810 steps at 0.999, the whole
+** of a 15-epoch EGBAD run on one Fashion-MNIST class). The two agree once
+** t is much larger than 1 / (1 - decay).
 */
 #ifndef ANOM_SHADOW_H
 #define ANOM_SHADOW_H
@@ -42,18 +51,22 @@ typedef struct shadow_sn {
   float sigma;         /* of the last refresh */
 } shadow_sn;
 
+#define SHADOW_MAX_RANGES 32
+
 typedef struct shadow {
   size_t n;            /* parameters */
   float decay;         /* of the moving average */
   float *raw;          /* the optimiser's weights (n) */
-  float *ema;          /* their moving average (n) */
+  float *ema;          /* their moving average (n), not yet bias-corrected */
+  int nranges;         /* ranges shadow_ema has averaged, with their steps */
+  struct { size_t off, len; long steps; } range[SHADOW_MAX_RANGES];
   int nsn, capsn;
   shadow_sn *sn;       /* normalised layers, in the order added */
   float *tmp;          /* one normalised layer's gradient */
   size_t ntmp;
 } shadow;
 
-/* raw and ema start as copies of live (n floats). */
+/* raw starts as a copy of live (n floats), ema at zero. */
 int shadow_init(shadow *s, const float *live, size_t n, float decay, anom_err *e);
 void shadow_free(shadow *s);
 
@@ -73,11 +86,14 @@ void shadow_refresh(shadow *s, float *live, size_t off, size_t len);
 ** gradients with respect to raw (u, v held constant: spectral_norm.h). */
 void shadow_grad(shadow *s, float *grads, const float *live, size_t off, size_t len);
 
-/* ema = decay ema + (1 - decay) raw over [off, off+len). */
+/* ema = decay ema + (1 - decay) raw over [off, off+len). Ranges are
+** counted apart (a network each) and must always be passed the same way;
+** at most SHADOW_MAX_RANGES of them. */
 void shadow_ema(shadow *s, size_t off, size_t len);
 
-/* live = the averaged weights, normalised with sigma from one more power
-** iteration on the averages. */
+/* live = the averaged weights, each range's divided by 1 - decay^steps
+** (weights never averaged stay raw), normalised with sigma from one more
+** power iteration on the averages. */
 void shadow_finish(shadow *s, float *live);
 
 #endif /* ANOM_SHADOW_H */

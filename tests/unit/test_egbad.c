@@ -511,7 +511,8 @@ typedef struct train_check {
 ** w0. Running statistics: 1e-5 of the tensor's largest magnitude, plus
 ** 0.2 lr on the running means the noise biases shift (at most 4 updates of
 ** momentum 0.01 times 2.2 lr per step, 2 steps). With ema set, the tensors
-** are instead the moving average 0.25 w0 + 0.25 w1 + 0.5 w2 of decay 0.5.
+** are instead the bias-corrected moving average (0.25 w1 + 0.5 w2) / 0.75
+** of decay 0.5 (core/shadow.h).
 */
 static void check_step(const anom_model *m, const st_file *g, int step, int ema,
                        const float *w0, const uint8_t *pf, const uint8_t *bf, double lr,
@@ -540,7 +541,7 @@ static void check_step(const anom_model *m, const st_file *g, int step, int ema,
           ok = d <= 1e-5 * fmax(maxabs, 1e-3) + (bf[bi] ? 0.2 * lr : 0);
         }else{
           size_t pi = (size_t)(data - m->block) + (size_t)k;
-          if( ema ) want = 0.25 * w0[pi] + 0.25 * g1[k] + 0.5 * gold[k];
+          if( ema ) want = (0.25 * g1[k] + 0.5 * gold[k]) / 0.75;   /* bias-corrected */
           d = fabs((double)data[k] - want);
           if( pf[pi] ){
             ok = d <= 2.2 * step * lr && fabs((double)data[k] - w0[pi]) <= 1.1 * step * lr;

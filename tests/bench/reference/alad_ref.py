@@ -410,7 +410,10 @@ class Trainer:
         betas = (self.hp["beta1"], self.hp["beta2"])
         self.opt = {k: torch.optim.Adam(list(v.parameters()), lr=self.hp["lr"], betas=betas, eps=1e-8)
                     for k, v in nets.items()}
-        self.ema = {k: [p.detach().clone() for p in v.parameters()] for k, v in nets.items()}
+        # the moving average starts at zero and is bias-corrected in finish()
+        # (core/shadow.h); TensorFlow's starts from the initial weights
+        self.ema = {k: [torch.zeros_like(p) for p in v.parameters()] for k, v in nets.items()}
+        self.ema_steps = {k: 0 for k in nets}
         self.sn = set(id(m) for m in sn_layers(nets, cfg))
         self.bn_fed = set()
         for net in nets.values():
@@ -429,6 +432,7 @@ class Trainer:
             p.grad = torch.zeros_like(p) if id(p) in self.bn_fed else g.detach().clone()
         self.opt[name].step()
         d = self.hp["ema"]
+        self.ema_steps[name] += 1
         with torch.no_grad():
             for a, p in zip(self.ema[name], net.parameters()):
                 a.mul_(d).add_((1 - d) * p)
@@ -492,13 +496,17 @@ class Trainer:
         return out
 
     def finish(self):
-        """The model to score with: the averaged weights, each normalised
-        layer after one more power iteration on its average (the C port's
-        shadow_finish)."""
+        """The model to score with: the averaged weights divided by
+        1 - decay^steps (a network never stepped keeps its weights), each
+        normalised layer after one more power iteration on its average (the
+        C port's shadow_finish)."""
         with torch.no_grad():
             for name, net in self.nets.items():
-                for a, p in zip(self.ema[name], net.parameters()):
-                    p.copy_(a)
+                t = self.ema_steps[name]
+                corr = 1.0 - self.hp["ema"] ** t
+                if t > 0 and corr > 0:
+                    for a, p in zip(self.ema[name], net.parameters()):
+                        p.copy_(a / corr)
                 for _, m in net.layers():
                     if id(m) in self.sn:
                         refresh(m)

@@ -314,7 +314,10 @@ class Trainer:
                mode with running updates, D on batch statistics without;
                L_G = BCE(D(G(z2), z2), 1) -> Adam on G;
                L_E = BCE(D(x, E(x)), 0)   -> Adam on E.
-      After each optimiser step, ema = decay ema + (1 - decay) w over its network.
+      After each optimiser step, ema = decay ema + (1 - decay) w over its
+      network; the average starts at zero and finish() divides it by
+      1 - decay^steps (core/shadow.h: TensorFlow's starts from the initial
+      weights, a deviation that matters only in short runs).
 
     One Adam per network (torch semantics, eps 1e-8). masks: None (F.dropout)
     or a callable returning the mask list of one D forward, called in forward
@@ -328,7 +331,8 @@ class Trainer:
         self.opt = {k: torch.optim.Adam(getattr(model, k).parameters(), lr=self.hp["lr"],
                                         betas=betas, eps=1e-8)
                     for k in ("encoder", "generator", "discriminator")}
-        self.ema = {k: v.detach().clone() for k, v in model.named_parameters()}
+        self.ema = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+        self.ema_steps = {"encoder": 0, "generator": 0, "discriminator": 0}
         model.train()
 
     def _d(self, x, z):
@@ -336,6 +340,7 @@ class Trainer:
 
     def _ema(self, part):
         d = self.hp["ema"]
+        self.ema_steps[part] += 1
         with torch.no_grad():
             for k, v in self.model.named_parameters():
                 if k.startswith(part + "."):
@@ -374,7 +379,11 @@ class Trainer:
         return {"d": loss_d.item(), "g": loss_g.item(), "e": loss_e.item()}
 
     def finish(self):
-        """Put the averaged weights into the model (the authors test with them)."""
+        """Put the averaged weights, bias-corrected, into the model (the
+        authors test with the averages)."""
         with torch.no_grad():
             for k, v in self.model.named_parameters():
-                v.copy_(self.ema[k])
+                t = self.ema_steps[k.split(".")[0]]
+                corr = 1.0 - self.hp["ema"] ** t
+                if t > 0 and corr > 0:
+                    v.copy_(self.ema[k] / corr)
