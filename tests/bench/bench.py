@@ -36,9 +36,12 @@ Environment (all optional):
   BENCH_SEEDS="0 1 2"    seeds (0); quick mode trains on the first 640 normals
   BENCH_PARTS="accuracy speed train"   which parts to run (these three by default);
                          add "methods" for section 4: the other detectors trained
-                         on one class with tests/bench/method_auroc.sh (an hour or so)
-  BENCH_METHODS="anogan:{\"steps\": 100}:1000 skipganomaly"
-                         section 4's runs: method[:options JSON[:test images]]
+                         on one class with tests/bench/method_auroc.sh (hours), or
+                         "methods_speed" for its speed table alone, on the models
+                         an earlier "methods" run left in build/bench/
+  BENCH_METHODS="anogan:{\"steps\":100}:1000 skipganomaly egbad alad:{\"nf\":64} defectgan caae"
+                         section 4's runs: method[:options JSON[:test images]],
+                         white-space separated (no spaces inside the JSON)
   BENCH_METHOD_CLASS=1   section 4's normal class
   BENCH_METHOD_IMAGES=n  section 4's speed table: test images each trained
                          detector scores through SQL (400; AnoGAN at its default
@@ -654,14 +657,19 @@ def report(res):
 
 
 HAVE_TORCH = False
+# method[:options JSON[:test images]], split at white space: no spaces in the JSON
+DEFAULT_METHODS = 'anogan:{"steps":100}:1000 skipganomaly egbad alad:{"nf":64} defectgan caae'
+
+
+def method_specs():
+    return os.environ.get("BENCH_METHODS", DEFAULT_METHODS).split()
 
 
 def methods():
     """Section 4: each other detector trained on one class by method_auroc.sh."""
     cls = env_int("BENCH_METHOD_CLASS", 1)
-    specs = os.environ.get("BENCH_METHODS", 'anogan:{"steps": 100}:1000 skipganomaly').split()
     rows = []
-    for spec in specs:
+    for spec in method_specs():
         method, _, rest = spec.partition(":")     # method[:options JSON[:test images]]
         opts, limit = rest or "{}", "10000"
         m = re.match(r"^(.*):(\d+)$", rest)
@@ -734,6 +742,11 @@ def main():
     if "methods" in PARTS:
         res["methods"] = methods()
         res["methods_speed"] = methods_speed(res["methods"])
+    elif "methods_speed" in PARTS:
+        # the speed table alone, over the models an earlier "methods" run left
+        cls = env_int("BENCH_METHOD_CLASS", 1)
+        res["methods_speed"] = methods_speed([{"method": m.partition(":")[0], "class": cls}
+                                              for m in method_specs()])
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     text = report(res)
     with open(OUT + "/report.md", "w") as f:
