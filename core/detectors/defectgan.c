@@ -14,8 +14,9 @@
 **   score(x) = mean of the top `top` fraction of map(x)           (part "lbp")
 **   parts:     lbp (the score), recon = mean |x - x_hat|
 **
-** Networks: GANomaly's (ganomaly.c, samet-akcay/ganomaly lib/networks.py)
-** without the second encoder, with the same tensor names:
+** Networks: GANomaly's (built by ganomaly.h's builders, after
+** samet-akcay/ganomaly lib/networks.py) without the second encoder, with the
+** same tensor names:
 **   netg.encoder1.  DCGAN encoder: Conv(4,2,1) nc->ngf, LReLU 0.2;
 **                   extralayers x [Conv(3,1,1), BN, LReLU]; while size > 4:
 **                   Conv(4,2,1) doubling, BN, LReLU; Conv(4,1,0) -> nz.
@@ -39,6 +40,7 @@
 ** reported: g (the weighted G loss), d, l1 (the unweighted mean |x_hat - x|).
 */
 #include "defectgan.h"
+#include "ganomaly.h"
 
 #include "../defects.h"
 #include "../hparams.h"
@@ -49,8 +51,6 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #define WINDOW_MAX 31
@@ -69,79 +69,6 @@ typedef struct defectgan {
   lbp_opts lbp;
   net *enc, *dec, *netd;         /* owned by the model */
 } defectgan;
-
-/* ---- networks (ganomaly.c's builders, without the second encoder) ------- */
-
-/* Layer names: the authors' module names in "main", or, for NetD, the index
-** of the child in the flattened Sequential ("features.3"). */
-typedef struct namer {
-  int numeric;
-  int index;
-  char buf[NET_NAME_MAX];
-} namer;
-
-static const char *nm(namer *n, const char *fmt, ...) {
-  if( n->numeric ){
-    snprintf(n->buf, sizeof(n->buf), "features.%d", n->index++);
-  }else{
-    va_list ap;
-    va_start(ap, fmt);
-    strcpy(n->buf, "main.");
-    vsnprintf(n->buf + 5, sizeof(n->buf) - 5, fmt, ap);
-    va_end(ap);
-  }
-  return n->buf;
-}
-
-static void build_encoder(net *nt, int isize, int nz, int nc, int ndf, int extra,
-                          int for_d) {
-  namer n = { for_d, 0, "" };
-  net_conv(nt, nm(&n, "initial-conv-%d-%d", nc, ndf), ndf, 4, 2, 1, 0);
-  net_leaky_relu(nt, nm(&n, "initial-relu-%d", ndf), 0.2f);
-  int csize = isize / 2, cndf = ndf;
-  for(int t = 0; t < extra; t++){
-    net_conv(nt, nm(&n, "extra-layers-%d-%d-conv", t, cndf), cndf, 3, 1, 1, 0);
-    net_batchnorm(nt, nm(&n, "extra-layers-%d-%d-batchnorm", t, cndf), 1e-5f);
-    net_leaky_relu(nt, nm(&n, "extra-layers-%d-%d-relu", t, cndf), 0.2f);
-  }
-  while( csize > 4 ){
-    net_conv(nt, nm(&n, "pyramid-%d-%d-conv", cndf, cndf * 2), cndf * 2, 4, 2, 1, 0);
-    net_batchnorm(nt, nm(&n, "pyramid-%d-batchnorm", cndf * 2), 1e-5f);
-    net_leaky_relu(nt, nm(&n, "pyramid-%d-relu", cndf * 2), 0.2f);
-    cndf *= 2;
-    csize /= 2;
-  }
-  if( for_d ){
-    net_conv(nt, "classifier.0", nz, 4, 1, 0, 0);
-    net_sigmoid(nt, "classifier.1");
-  }else{
-    net_conv(nt, nm(&n, "final-%d-%d-conv", cndf, 1), nz, 4, 1, 0, 0);
-  }
-}
-
-static void build_decoder(net *nt, int isize, int nz, int nc, int ngf, int extra) {
-  namer n = { 0, 0, "" };
-  int cngf = ngf / 2, tisize = 4;
-  while( tisize != isize ){ cngf *= 2; tisize *= 2; }
-  net_convt(nt, nm(&n, "initial-%d-%d-convt", nz, cngf), cngf, 4, 1, 0, 0);
-  net_batchnorm(nt, nm(&n, "initial-%d-batchnorm", cngf), 1e-5f);
-  net_relu(nt, nm(&n, "initial-%d-relu", cngf));
-  int csize = 4;
-  while( csize < isize / 2 ){
-    net_convt(nt, nm(&n, "pyramid-%d-%d-convt", cngf, cngf / 2), cngf / 2, 4, 2, 1, 0);
-    net_batchnorm(nt, nm(&n, "pyramid-%d-batchnorm", cngf / 2), 1e-5f);
-    net_relu(nt, nm(&n, "pyramid-%d-relu", cngf / 2));
-    cngf /= 2;
-    csize *= 2;
-  }
-  for(int t = 0; t < extra; t++){
-    net_conv(nt, nm(&n, "extra-layers-%d-%d-conv", t, cngf), cngf, 3, 1, 1, 0);
-    net_batchnorm(nt, nm(&n, "extra-layers-%d-%d-batchnorm", t, cngf), 1e-5f);
-    net_relu(nt, nm(&n, "extra-layers-%d-%d-relu", t, cngf));
-  }
-  net_convt(nt, nm(&n, "final-%d-%d-convt", cngf, nc), nc, 4, 2, 1, 0);
-  net_tanh(nt, nm(&n, "final-%d-tanh", nc));
-}
 
 extern const detector_ops defectgan_ops;
 
@@ -220,17 +147,17 @@ static int defectgan_create(anom_model *m, const cJSON *hp, anom_err *e) {
   int nc = m->channels;
   net nt;
   net_init(&nt, "netg.encoder1.", nc, isize, isize);
-  build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
+  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc = m->nets[m->nnets - 1];
 
   net_init(&nt, "netg.decoder.", g->nz, 1, 1);
-  build_decoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers);
+  ganomaly_build_decoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->dec = m->nets[m->nnets - 1];
 
   net_init(&nt, "netd.", nc, isize, isize);
-  build_encoder(&nt, isize, 1, nc, g->ndf, g->extralayers, 1);
+  ganomaly_build_encoder(&nt, isize, 1, nc, g->ndf, g->extralayers, 1);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->netd = m->nets[m->nnets - 1];
   return ANOM_OK;

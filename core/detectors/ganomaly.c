@@ -34,6 +34,8 @@
 ** Batch norm runs in training mode; D's running statistics take four
 ** updates a batch (the reference calls D on x and x_hat twice each).
 */
+#include "ganomaly.h"
+
 #include "../hparams.h"
 #include "../model.h"
 #include "../optim.h"
@@ -51,6 +53,8 @@ typedef struct ganomaly {
   net *enc1, *dec, *enc2, *netd;  /* owned by the model */
   int netd_features;              /* layers of netd before the classifier */
 } ganomaly;
+
+/* ---- networks (ganomaly.h: defectgan.c builds with them too) ------------ */
 
 /* Layer names: the authors' module names in "main", or, for NetD, the index
 ** of the child in the flattened Sequential ("features.3"). */
@@ -73,8 +77,8 @@ static const char *nm(namer *n, const char *fmt, ...) {
   return n->buf;
 }
 
-static void build_encoder(net *nt, int isize, int nz, int nc, int ndf, int extra,
-                          int for_d) {
+void ganomaly_build_encoder(net *nt, int isize, int nz, int nc, int ndf, int extra,
+                            int for_d) {
   namer n = { for_d, 0, "" };
   net_conv(nt, nm(&n, "initial-conv-%d-%d", nc, ndf), ndf, 4, 2, 1, 0);
   net_leaky_relu(nt, nm(&n, "initial-relu-%d", ndf), 0.2f);
@@ -99,7 +103,7 @@ static void build_encoder(net *nt, int isize, int nz, int nc, int ndf, int extra
   }
 }
 
-static void build_decoder(net *nt, int isize, int nz, int nc, int ngf, int extra) {
+void ganomaly_build_decoder(net *nt, int isize, int nz, int nc, int ngf, int extra) {
   namer n = { 0, 0, "" };
   int cngf = ngf / 2, tisize = 4;
   while( tisize != isize ){ cngf *= 2; tisize *= 2; }
@@ -149,22 +153,22 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   int nc = m->channels;
   net nt;
   net_init(&nt, "netg.encoder1.", nc, isize, isize);
-  build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
+  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc1 = m->nets[m->nnets - 1];
 
   net_init(&nt, "netg.decoder.", g->nz, 1, 1);
-  build_decoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers);
+  ganomaly_build_decoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->dec = m->nets[m->nnets - 1];
 
   net_init(&nt, "netg.encoder2.", nc, isize, isize);
-  build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
+  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc2 = m->nets[m->nnets - 1];
 
   net_init(&nt, "netd.", nc, isize, isize);
-  build_encoder(&nt, isize, 1, nc, g->ngf, g->extralayers, 1);
+  ganomaly_build_encoder(&nt, isize, 1, nc, g->ngf, g->extralayers, 1);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->netd = m->nets[m->nnets - 1];
   g->netd_features = g->netd->nlayers - 2;

@@ -33,6 +33,7 @@
 #include "core/train.h"
 
 #include "golden.h"
+#include "detector_test.h"
 
 /* In core/detectors/egbad.c, for tests only. */
 int egbad_d_gradients(anom_model *m, int n, const float *x, const float *z,
@@ -49,29 +50,7 @@ int egbad_d_gradients(anom_model *m, int n, const float *x, const float *z,
 #define NET_DJ 4
 #define DJ_F 3            /* Dj's layers up to the feature f */
 
-static anom_model *load_tiny(void) {
-  size_t nm;
-  unsigned char *mb = slurp("tests/data/tiny-egbad.safetensors", &nm);
-  anom_model *m;
-  anom_err e;
-  anom_err_clear(&e);
-  int rc = model_load(&m, mb, nm, NULL, &e);
-  if( rc ) fprintf(stderr, "%s\n", e.msg);
-  assert_int_equal(rc, ANOM_OK);
-  free(mb);
-  return m;
-}
-
-static anom_model *create(int side, int nc, const char *hp_json) {
-  cJSON *hp = cJSON_Parse(hp_json);
-  anom_model *m;
-  anom_err e;
-  int rc = model_create(&m, "egbad", side, side, nc, hp, NULL, &e);
-  if( rc ) fprintf(stderr, "%s\n", e.msg);
-  assert_int_equal(rc, ANOM_OK);
-  cJSON_Delete(hp);
-  return m;
-}
+#define TINY "tests/data/tiny-egbad.safetensors"
 
 static double rel(double a, double b) {
   return fabs(a - b) / fmax(1e-3, fabs(b));
@@ -105,7 +84,7 @@ static void check_forward(const anom_model *m, const st_file *g, int n, const ch
   float *sfm = golden(g, "score_fm", NULL), *sce = golden(g, "score_ce", NULL);
   assert_int_equal(nx, (int64_t)n * m->channels * m->height * m->width);
   anom_err e;
-  float *work = malloc(model_work_floats(m, n) * sizeof(float));
+  float *work = work_for(m, n);
   float *recon = malloc((size_t)nx * sizeof(float));
   score_result r[4], rc[4];
   assert_true(n <= 4);
@@ -149,44 +128,36 @@ static void check_forward(const anom_model *m, const st_file *g, int n, const ch
 
 static void test_golden_forward(void **state) {
   (void)state;
-  anom_model *m = load_tiny();
+  anom_model *m = load_model_file(TINY);
   assert_string_equal(m->ops->name, "egbad");
   assert_int_equal(m->nnets, 5);
-  size_t ng;
-  unsigned char *gb = slurp("tests/data/golden-egbad-tiny.safetensors", &ng);
-  st_file g;
-  anom_err e;
-  assert_int_equal(st_parse(&g, gb, ng, NULL, &e), ANOM_OK);
-  check_forward(m, &g, 4, "isize 32, nc 3");
-  st_free(&g);
-  free(gb);
+  golden_file g;
+  golden_open(&g, "tests/data/golden-egbad-tiny.safetensors");
+  check_forward(m, &g.f, 4, "isize 32, nc 3");
+  golden_close(&g);
   model_free(m);
 }
 
 /* isize 64: three stride-2 levels in every net. */
 static void test_golden_forward64(void **state) {
   (void)state;
-  anom_model *m = create(64, 1, "{\"nz\": 4, \"nf\": 1}");
-  size_t ng;
-  unsigned char *gb = slurp("tests/data/golden-egbad-64.safetensors", &ng);
-  st_file g;
-  anom_err e;
-  assert_int_equal(st_parse(&g, gb, ng, NULL, &e), ANOM_OK);
-  set_tensors(m, &g, "");
-  check_forward(m, &g, 2, "isize 64, nc 1");
-  st_free(&g);
-  free(gb);
+  anom_model *m = create_model("egbad", 64, 1, "{\"nz\": 4, \"nf\": 1}");
+  golden_file g;
+  golden_open(&g, "tests/data/golden-egbad-64.safetensors");
+  set_tensors(m, &g.f, "");
+  check_forward(m, &g.f, 2, "isize 64, nc 1");
+  golden_close(&g);
   model_free(m);
 }
 
 /* The score's weighting, the per-call options and their rejections. */
 static void test_score_options(void **state) {
   (void)state;
-  anom_model *m = load_tiny();
+  anom_model *m = load_model_file(TINY);
   size_t img = 3 * 32 * 32;
   float *x = malloc(2 * img * sizeof(float));
   for(size_t i = 0; i < 2 * img; i++) x[i] = (float)sin(0.37 * (double)i);
-  float *work = malloc(model_work_floats(m, 2) * sizeof(float));
+  float *work = work_for(m, 2);
   score_result r[2], r2[2];
   anom_err e;
   assert_int_equal(model_score(m, 2, x, work, r, NULL, NULL, &e), ANOM_OK);
@@ -211,21 +182,14 @@ static void test_score_options(void **state) {
     }
     cJSON_Delete(o);
   }
-  static const char *bad[][2] = {
+  static const opt_case bad[] = {
     {"{\"steps\": 3}", "egbad: unknown scoring option 'steps' (known: score, score_w)"},
     {"{\"score\": \"l2\"}", "egbad: 'score' must be \"fm\" or \"ce\""},
     {"{\"score\": 1}", "egbad: 'score' must be \"fm\" or \"ce\""},
     {"{\"score_w\": 1.5}", "egbad: 'score_w' must be a number from 0 to 1"},
     {"{\"score_w\": \"x\"}", "egbad: 'score_w' must be a number from 0 to 1"},
   };
-  for(size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++){
-    cJSON *o = cJSON_Parse(bad[k][0]);
-    anom_err_clear(&e);
-    assert_int_equal(model_score(m, 2, x, work, r2, NULL, o, &e), ANOM_EINVAL);
-    if( strcmp(e.msg, bad[k][1]) ) fprintf(stderr, "got: %s\n", e.msg);
-    assert_string_equal(e.msg, bad[k][1]);
-    cJSON_Delete(o);
-  }
+  check_score_errors(m, 2, x, work, bad, sizeof(bad) / sizeof(bad[0]), MSG_EXACT);
   free(x); free(work);
   model_free(m);
 }
@@ -233,26 +197,19 @@ static void test_score_options(void **state) {
 /* The shape of tensor name in m, or a failure when it is missing. */
 static void assert_shape(const anom_model *m, const char *want, int ndim, int64_t s0,
                          int64_t s1, int64_t s2, int64_t s3) {
-  char name[200];
-  for(int i = 0; i < m->nnets; i++)
-    for(int t = 0; t < net_tensor_count(m->nets[i]); t++){
-      int nd, isbuf;
-      int64_t shape[4];
-      float *data;
-      net_tensor(m->nets[i], t, name, sizeof(name), &nd, shape, &data, &isbuf);
-      if( strcmp(name, want) ) continue;
-      int64_t w[4] = {s0, s1, s2, s3};
-      assert_int_equal(nd, ndim);
-      for(int k = 0; k < nd; k++) assert_int_equal(shape[k], w[k]);
-      return;
-    }
-  fprintf(stderr, "tensor '%s' is missing\n", want);
-  fail();
+  int64_t shape[4], w[4] = {s0, s1, s2, s3};
+  int nd;
+  if( !find_tensor(m, want, NULL, shape, &nd) ){
+    fprintf(stderr, "tensor '%s' is missing\n", want);
+    fail();
+  }
+  assert_int_equal(nd, ndim);
+  for(int k = 0; k < nd; k++) assert_int_equal(shape[k], w[k]);
 }
 
 static void test_create(void **state) {
   (void)state;
-  static const struct { const char *hp; int w, h; const char *msg; } cases[] = {
+  static const create_case cases[] = {
     {"{\"nz\": 8, \"ndf\": 1}", 32, 32, "egbad: unknown hyper-parameter 'ndf' (known: nz, nf, "
                                         "lr, beta1, beta2, ema, dropout, score, score_w)"},
     {"{\"nf\": 0}", 32, 32, "egbad: 'nf' must be an integer from 1 to 1024"},
@@ -266,21 +223,10 @@ static void test_create(void **state) {
     {"{}", 32, 64, "egbad: the input must be square with a side of 32 or 64, found 32x64"},
     {"{}", 128, 128, "egbad: the input must be square with a side of 32 or 64, found 128x128"},
   };
-  for(size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++){
-    cJSON *hp = cJSON_Parse(cases[k].hp);
-    anom_model *m = NULL;
-    anom_err e;
-    anom_err_clear(&e);
-    assert_int_equal(model_create(&m, "egbad", cases[k].w, cases[k].h, 1, hp, NULL, &e),
-                     ANOM_EINVAL);
-    if( strcmp(e.msg, cases[k].msg) ) fprintf(stderr, "got: %s\n", e.msg);
-    assert_string_equal(e.msg, cases[k].msg);
-    assert_null(m);
-    cJSON_Delete(hp);
-  }
+  check_create_errors("egbad", cases, sizeof(cases) / sizeof(cases[0]), MSG_EXACT);
 
   /* the defaults: the authors' MNIST network with 8x8 maps */
-  anom_model *m = create(32, 1, "{}");
+  anom_model *m = create_model("egbad", 32, 1, "{}");
   const detector_ops *ops = m->ops;
   assert_int_equal(ops->batch, 100);
   assert_non_null(ops->train_finish);
@@ -318,7 +264,7 @@ static void test_create(void **state) {
   model_free(m);
 
   /* 64 x 64 x 3: one more level everywhere */
-  m = create(64, 3, "{\"nz\": 16, \"nf\": 4, \"score\": \"ce\"}");
+  m = create_model("egbad", 64, 3, "{\"nz\": 16, \"nf\": 4, \"score\": \"ce\"}");
   assert_shape(m, "encoder.layer_4.conv.weight", 4, 32, 16, 3, 3);
   assert_shape(m, "encoder.layer_5.fc.weight", 2, 16, 32 * 64, 0, 0);
   assert_shape(m, "generator.layer_2.fc.weight", 2, 32 * 64, 128, 0, 0);
@@ -364,27 +310,16 @@ static void noise_flags(const anom_model *m, uint8_t *pf, uint8_t *bf) {
 */
 static void test_d_gradients(void **state) {
   (void)state;
-  size_t nb;
-  unsigned char *b = slurp("tests/data/golden-egbad-grad.safetensors", &nb);
-  st_file g;
+  golden_file g;
+  golden_open(&g, "tests/data/golden-egbad-grad.safetensors");
   anom_err e;
-  assert_int_equal(st_parse(&g, b, nb, NULL, &e), ANOM_OK);
-  anom_model *m = create(32, 1, "{\"nz\": 8, \"nf\": 1, \"dropout\": 0.5}");
+  anom_model *m = create_model("egbad", 32, 1, "{\"nz\": 8, \"nf\": 1, \"dropout\": 0.5}");
+  set_net_tensors(m, NET_DX, NET_DJ, &g.f);
   char name[200], full[260];
-  for(int i = NET_DX; i <= NET_DJ; i++)
-    for(int t = 0; t < net_tensor_count(m->nets[i]); t++){
-      int ndim, isbuf;
-      int64_t shape[4];
-      float *data;
-      net_tensor(m->nets[i], t, name, sizeof(name), &ndim, shape, &data, &isbuf);
-      const st_tensor *gt = st_find(&g, name);
-      assert_non_null(gt);
-      assert_int_equal(st_read_f32(gt, shape, ndim, data, NULL), ANOM_OK);
-    }
   int64_t nx, nz;
-  float *x = golden(&g, "x", &nx), *z = golden(&g, "z", &nz);
-  float *r = golden(&g, "r", NULL), *q = golden(&g, "q", NULL);
-  float *gold_loss = golden(&g, "loss", NULL);
+  float *x = golden(&g.f, "x", &nx), *z = golden(&g.f, "z", &nz);
+  float *r = golden(&g.f, "r", NULL), *q = golden(&g.f, "q", NULL);
+  float *gold_loss = golden(&g.f, "loss", NULL);
   int n = (int)(nx / 1024);
   assert_int_equal(n, 4);
   float *grads = calloc(m->nparams, sizeof(float)), *junk = calloc(m->nparams, sizeof(float));
@@ -424,7 +359,7 @@ static void test_d_gradients(void **state) {
         flagged = pf[data - m->block];
         snprintf(full, sizeof(full), "grad.%s", name);
       }
-      float *gold = golden(&g, full, &numel);
+      float *gold = golden(&g.f, full, &numel);
       double mx = 0, d = 0;
       for(int64_t k = 0; k < numel; k++){
         mx = fmax(mx, fabs(gold[k]));
@@ -486,8 +421,7 @@ static void test_d_gradients(void **state) {
   assert_true(agree >= checked * 9 / 10);
   free(x); free(z); free(r); free(q); free(gold_loss);
   free(grads); free(junk); free(dx); free(dz); free(pf); free(bf);
-  st_free(&g);
-  free(b);
+  golden_close(&g);
   model_free(m);
 }
 
@@ -572,12 +506,11 @@ static void check_step(const anom_model *m, const st_file *g, int step, int ema,
 ** moving average train_finish puts into the model. */
 static void test_golden_train_steps(void **state) {
   (void)state;
-  size_t nb;
-  unsigned char *b = slurp("tests/data/golden-egbad-train-tiny.safetensors", &nb);
-  st_file g;
+  golden_file g;
+  golden_open(&g, "tests/data/golden-egbad-train-tiny.safetensors");
   anom_err e;
-  assert_int_equal(st_parse(&g, b, nb, NULL, &e), ANOM_OK);
-  anom_model *m = create(32, 1, "{\"nz\": 8, \"nf\": 1, \"dropout\": 0, \"ema\": 0.5}");
+  anom_model *m = create_model("egbad", 32, 1,
+                               "{\"nz\": 8, \"nf\": 1, \"dropout\": 0, \"ema\": 0.5}");
   const double lr = 1e-5;
   rng r;
   rng_seed(&r, TRAIN_SEED);
@@ -597,7 +530,7 @@ static void test_golden_train_steps(void **state) {
     net_tensor(nt, idx[k], name, sizeof(name), &ndim, shape, &data, &isbuf);
     assert_string_equal(name, drawn[k]);
     snprintf(full, sizeof(full), "before.%s", name);
-    float *gold = golden(&g, full, &numel);
+    float *gold = golden(&g.f, full, &numel);
     for(int64_t i = 0; i < numel; i++) assert_true(data[i] == gold[i]);
     free(gold);
   }
@@ -605,23 +538,14 @@ static void test_golden_train_steps(void **state) {
   memcpy(w0, m->block, m->nparams * sizeof(float));
   uint8_t *pf = malloc(m->nparams), *bf = malloc(m->nbufs);
   noise_flags(m, pf, bf);
-  float *x = golden(&g, "input", NULL);
+  float *x = golden(&g.f, "input", NULL);
   static const char *keys[] = {"d", "g", "e"};
   train_check ck;
   for(int step = 1; step <= 2; step++){
-    double losses[TRAIN_MAX_LOSSES], worst_loss = 0;
+    double losses[TRAIN_MAX_LOSSES];
     assert_int_equal(m->ops->train_step(m, st, 8, x, losses, &e), ANOM_OK);
-    for(int k = 0; k < 3; k++){
-      char key[32];
-      snprintf(key, sizeof(key), "step%d.%s", step, keys[k]);
-      float *gold = golden(&g, key, NULL);
-      double rl = fabs(losses[k] - gold[0]) / fabs(gold[0]);
-      if( rl > 1e-5 ) fprintf(stderr, "%s: ours %.9g golden %.9g\n", key, losses[k], gold[0]);
-      assert_true(rl <= 1e-5);
-      worst_loss = fmax(worst_loss, rl);
-      free(gold);
-    }
-    check_step(m, &g, step, 0, w0, pf, bf, lr, &ck);
+    double worst_loss = check_step_losses(&g.f, step, losses, keys, 3, 0);
+    check_step(m, &g.f, step, 0, w0, pf, bf, lr, &ck);
     printf("# golden training step %d: losses within %.2e (tolerance 1e-5), worst weight "
            "error %.2e lr (%.2f of its tolerance), noise biases %.2f lr\n", step, worst_loss,
            ck.worst, ck.worst_tol, ck.worst_noise);
@@ -631,17 +555,18 @@ static void test_golden_train_steps(void **state) {
   memcpy(bufs, m->block + m->nparams, m->nbufs * sizeof(float));
   m->ops->train_finish(m, st);
   assert_memory_equal(bufs, m->block + m->nparams, m->nbufs * sizeof(float));
-  check_step(m, &g, 2, 1, w0, pf, bf, lr, &ck);
+  check_step(m, &g.f, 2, 1, w0, pf, bf, lr, &ck);
   printf("# moving average after two steps: worst error %.2e lr (%.2f of its tolerance), "
          "noise biases %.2f lr\n", ck.worst, ck.worst_tol, ck.worst_noise);
   m->ops->train_end(m, st);
   free(x); free(w0); free(pf); free(bf); free(bufs);
   model_free(m);
-  st_free(&g);
-  free(b);
+  golden_close(&g);
 }
 
-/* test_skipganomaly.c's synthetic images: a bright blob on a dark ground. */
+/* n synthetic nc x side x side images: a bright blob on a dark ground, a
+** little dimmer in each further channel (detector_test.h's blob_images has
+** one channel and another placement). */
 static float *make_images(int n, int nc, int side, uint64_t seed) {
   rng r;
   rng_seed(&r, seed);
@@ -667,17 +592,9 @@ static void test_train_save_load(void **state) {
   (void)state;
   int n = 40;
   float *x = make_images(n, 1, 32, 7);
-  anom_model *m = create(32, 1, "{\"nz\": 8, \"nf\": 2, \"lr\": 1e-4}"), *m2;
-  anom_err e;
-  train_options o;
-  train_options_default(&o);
-  o.epochs = 1;
-  o.batch = 8;
-  o.seed = 3;
+  anom_model *m = create_model("egbad", 32, 1, "{\"nz\": 8, \"nf\": 2, \"lr\": 1e-4}");
   train_report rep;
-  int rc = model_train(m, x, n, &o, &rep, &e);
-  if( rc ) fprintf(stderr, "%s\n", e.msg);
-  assert_int_equal(rc, ANOM_OK);
+  train_epoch(m, x, n, 8, 3, &rep);
   assert_int_equal(rep.images_train, 36);
   assert_int_equal(rep.batches, 4);
   assert_int_equal(rep.nlosses, 3);
@@ -685,81 +602,29 @@ static void test_train_save_load(void **state) {
   for(int k = 0; k < 3; k++) assert_true(isfinite(rep.losses[k]) && rep.losses[k] > 0);
   assert_true(isfinite(m->threshold));
   assert_int_equal(m->cal.nscales, 3);
-  unsigned char *blob, *blob2;
-  size_t nb, nb2;
-  assert_int_equal(model_save(m, &blob, &nb, &e), ANOM_OK);
-  assert_int_equal(model_load(&m2, blob, nb, NULL, &e), ANOM_OK);
+  anom_model *m2 = check_save_load(m, x, n, NULL);
   cJSON *j = m2->ops->hparams(m2);
   assert_true(cJSON_GetObjectItem(j, "lr")->valuedouble == 1e-4);
   cJSON_Delete(j);
-  float *w1 = malloc(model_work_floats(m, n) * sizeof(float));
-  float *w2 = malloc(model_work_floats(m2, n) * sizeof(float));
-  score_result r1[40], r2[40];
-  assert_int_equal(model_score(m, n, x, w1, r1, NULL, NULL, &e), ANOM_OK);
-  assert_int_equal(model_score(m2, n, x, w2, r2, NULL, NULL, &e), ANOM_OK);
-  for(int i = 0; i < n; i++){
-    assert_true(isfinite(r1[i].score));
-    assert_true(r1[i].score == r2[i].score);
-    for(int p = 0; p < 3; p++) assert_true(r1[i].part[p] == r2[i].part[p]);
-  }
-  assert_int_equal(model_save(m2, &blob2, &nb2, &e), ANOM_OK);
-  assert_int_equal(nb, nb2);
-  assert_memory_equal(blob, blob2, nb);
-  anom_free(blob); anom_free(blob2);
-  free(w1); free(w2); free(x);
+  free(x);
   model_free(m); model_free(m2);
 }
 
-/* Two steps and train_finish from seed into a new model (isize 64, nc 3,
-** dropout 0.5); returns the model. */
-static anom_model *train_two(uint64_t seed, const float *x, int n) {
-  anom_model *m = create(64, 3, "{\"nz\": 4, \"nf\": 1, \"lr\": 1e-3}");
-  rng r;
-  rng_seed(&r, seed);
-  void *st;
-  anom_err e;
-  double losses[TRAIN_MAX_LOSSES];
-  assert_int_equal(m->ops->train_begin(m, n, &r, &st, &e), ANOM_OK);
-  for(int s = 0; s < 2; s++){
-    assert_int_equal(m->ops->train_step(m, st, n, x, losses, &e), ANOM_OK);
-    for(int k = 0; k < 3; k++) assert_true(isfinite(losses[k]));
-  }
-  m->ops->train_finish(m, st);
-  m->ops->train_end(m, st);
-  return m;
-}
-
-/* The same seed, the same weights and statistics to the bit; another seed not. */
+/* Two steps and train_finish (isize 64, nc 3, dropout 0.5): the same seed,
+** the same weights and statistics to the bit; another seed not. */
 static void test_determinism(void **state) {
   (void)state;
   int n = 4;
   float *x = make_images(n, 3, 64, 11);
-  anom_model *a = train_two(9, x, n), *b = train_two(9, x, n), *c = train_two(10, x, n);
-  size_t bytes = (a->nparams + a->nbufs) * sizeof(float);
-  assert_memory_equal(a->block, b->block, bytes);
-  assert_memory_not_equal(a->block, c->block, bytes);
+  check_determinism("egbad", 64, 3, "{\"nz\": 4, \"nf\": 1, \"lr\": 1e-3}", 9, x, n, NULL);
   free(x);
-  model_free(a); model_free(b); model_free(c);
 }
 
 /* Batches of one (batch norm needs two) and over max_batch are refused. */
 static void test_train_step_errors(void **state) {
   (void)state;
-  anom_model *m = create(32, 1, "{\"nz\": 4, \"nf\": 1}");
-  rng r;
-  rng_seed(&r, 1);
-  void *st;
-  anom_err e;
-  assert_int_equal(m->ops->train_begin(m, 4, &r, &st, &e), ANOM_OK);
-  float x[5 * 1024] = {0};
-  double losses[TRAIN_MAX_LOSSES];
-  anom_err_clear(&e);
-  assert_int_equal(m->ops->train_step(m, st, 1, x, losses, &e), ANOM_EINVAL);
-  assert_string_equal(e.msg, "egbad: a training batch needs 2 to 4 images, found 1");
-  assert_int_equal(m->ops->train_step(m, st, 5, x, losses, &e), ANOM_EINVAL);
-  assert_string_equal(e.msg, "egbad: a training batch needs 2 to 4 images, found 5");
-  m->ops->train_end(m, st);
-  m->ops->train_end(m, NULL);
+  anom_model *m = create_model("egbad", 32, 1, "{\"nz\": 4, \"nf\": 1}");
+  check_batch_errors(m);
   model_free(m);
 }
 
@@ -768,54 +633,17 @@ static void test_train_step_errors(void **state) {
 ** hook failing in turn: an error, no crash, no leak. */
 static void test_oom(void **state) {
   (void)state;
-  size_t nb;
-  unsigned char *b = slurp("tests/data/tiny-egbad.safetensors", &nb);
-  int ok = 0, fails = 0;
-  for(long k = 1; k < 400 && !ok; k++){
-    anom_model *m;
-    anom_err e;
-    anom_alloc_fail_after(k);
-    int rc = model_load(&m, b, nb, NULL, &e);
-    anom_alloc_fail_after(0);
-    if( rc == ANOM_OK ){ ok = 1; model_free(m); }
-    else{ assert_true(rc == ANOM_ENOMEM || rc == ANOM_EFORMAT); fails++; }
-  }
-  assert_true(ok && fails > 5);
-  free(b);
+  assert_true(oom_load(TINY) > 5);
+  const char *hp = "{\"nz\": 4, \"nf\": 1}";
+  assert_true(oom_create("egbad", 32, 1, hp) > 5);
+  anom_model *m = create_model("egbad", 32, 1, hp);
+  rng r;
+  assert_true(oom_train_begin(m, &r, NULL) > 20);
 
-  cJSON *hp = cJSON_Parse("{\"nz\": 4, \"nf\": 1}");
-  ok = fails = 0;
-  for(long k = 1; k < 400 && !ok; k++){
-    anom_model *m = NULL;
-    anom_err e;
-    anom_alloc_fail_after(k);
-    int rc = model_create(&m, "egbad", 32, 32, 1, hp, NULL, &e);
-    anom_alloc_fail_after(0);
-    if( rc == ANOM_OK ){ ok = 1; model_free(m); }
-    else{ assert_int_equal(rc, ANOM_ENOMEM); fails++; }
-  }
-  assert_true(ok && fails > 5);
-
-  anom_model *m;
   anom_err e;
-  assert_int_equal(model_create(&m, "egbad", 32, 32, 1, hp, NULL, &e), ANOM_OK);
-  ok = fails = 0;
-  for(long k = 1; k < 200 && !ok; k++){
-    rng r;
-    rng_seed(&r, 1);
-    void *st = NULL;
-    anom_alloc_fail_after(k);
-    int rc = m->ops->train_begin(m, 4, &r, &st, &e);
-    anom_alloc_fail_after(0);
-    m->ops->train_end(m, st);
-    if( rc == ANOM_OK ) ok = 1;
-    else{ assert_int_equal(rc, ANOM_ENOMEM); fails++; }
-  }
-  assert_true(ok && fails > 20);
-
+  int ok = 0, fails = 0;
   float x[2 * 1024] = {0}, z[2 * 4] = {0}, r2[2] = {1, 1}, q[2 * 32] = {0};
   float *grads = calloc(m->nparams, sizeof(float));
-  ok = fails = 0;
   for(long k = 1; k < 200 && !ok; k++){
     double loss;
     rng masks;
@@ -829,7 +657,6 @@ static void test_oom(void **state) {
   assert_true(ok && fails > 10);
   free(grads);
   model_free(m);
-  cJSON_Delete(hp);
 }
 #endif
 

@@ -19,34 +19,31 @@
 #include <string.h>
 
 #include "core/model.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/train.h"
 
 #include "golden.h"
+#include "detector_test.h"
 
 #define TOL 1e-4   /* |ours - golden| <= TOL * max(1, |golden|) */
 
 static void check_golden(const char *model_path, const char *golden_path) {
-  size_t nm, ng;
-  unsigned char *mb = slurp(model_path, &nm), *gb = slurp(golden_path, &ng);
-  anom_model *m;
+  anom_model *m = load_model_file(model_path);
+  golden_file g;
+  golden_open(&g, golden_path);
   anom_err e;
-  anom_err_clear(&e);
-  int rc = model_load(&m, mb, nm, NULL, &e);
-  if( rc ) fprintf(stderr, "%s\n", e.msg);
-  assert_int_equal(rc, ANOM_OK);
-  st_file g;
-  assert_int_equal(st_parse(&g, gb, ng, NULL, &e), ANOM_OK);
 
   int64_t nx, nz, nz2, nxh, ns, nl1, nf, np;
-  float *x = golden(&g, "input", &nx), *z = golden(&g, "z", &nz);
-  float *z2 = golden(&g, "z_prime", &nz2), *xh = golden(&g, "x_hat", &nxh);
-  float *score = golden(&g, "score", &ns), *l1 = golden(&g, "recon_l1", &nl1);
-  float *df = golden(&g, "d_features", &nf), *dp = golden(&g, "d_prob", &np);
+  float *x = golden(&g.f, "input", &nx), *z = golden(&g.f, "z", &nz);
+  float *z2 = golden(&g.f, "z_prime", &nz2), *xh = golden(&g.f, "x_hat", &nxh);
+  float *score = golden(&g.f, "score", &ns), *l1 = golden(&g.f, "recon_l1", &nl1);
+  float *df = golden(&g.f, "d_features", &nf), *dp = golden(&g.f, "d_prob", &np);
   int n = (int)ns;
   size_t img = (size_t)m->channels * m->height * m->width;
   assert_int_equal(nx, (int64_t)n * (int64_t)img);
 
-  float *work = malloc(model_work_floats(m, n) * sizeof(float));
+  float *work = work_for(m, n);
   float *recon = malloc((size_t)nx * sizeof(float));
   score_result r[8];
   assert_int_equal(model_score(m, n, x, work, r, recon, NULL, &e), ANOM_OK);
@@ -80,9 +77,8 @@ static void check_golden(const char *model_path, const char *golden_path) {
 
   free(buf); free(scratch); free(work); free(recon);
   free(x); free(z); free(z2); free(xh); free(score); free(l1); free(df); free(dp);
-  st_free(&g);
+  golden_close(&g);
   model_free(m);
-  free(mb); free(gb);
 }
 
 static void test_golden_tiny(void **state) {
@@ -99,11 +95,8 @@ static void test_golden_tiny64rgb(void **state) {
 /* save(load(f)) keeps every tensor bit for bit and the metadata. */
 static void test_save_roundtrip(void **state) {
   (void)state;
-  size_t n;
-  unsigned char *b = slurp("tests/data/tiny-ganomaly.safetensors", &n);
-  anom_model *m, *m2;
+  anom_model *m = load_model_file("tests/data/tiny-ganomaly.safetensors"), *m2;
   anom_err e;
-  assert_int_equal(model_load(&m, b, n, NULL, &e), ANOM_OK);
   m->threshold = 0.25;
   m->cal.n = 10;
   m->cal.nq = 2;
@@ -127,7 +120,6 @@ static void test_save_roundtrip(void **state) {
   model_free(m2);
   anom_free(out);
   model_free(m);
-  free(b);
 }
 
 /* Rewrite the model with one change to the metadata or tensors. */
@@ -255,20 +247,7 @@ static void test_model_errors(void **state) {
 /* Every allocation failing in turn gives ENOMEM, never a crash or a leak. */
 static void test_model_load_oom(void **state) {
   (void)state;
-  size_t n;
-  unsigned char *b = slurp("tests/data/tiny-ganomaly.safetensors", &n);
-  int ok = 0;
-  for(long k = 1; k < 400 && !ok; k++){
-    anom_model *m;
-    anom_err e;
-    anom_alloc_fail_after(k);
-    int rc = model_load(&m, b, n, NULL, &e);
-    anom_alloc_fail_after(0);
-    if( rc == ANOM_OK ){ ok = 1; model_free(m); }
-    else assert_true(rc == ANOM_ENOMEM || rc == ANOM_EFORMAT);
-  }
-  assert_true(ok);
-  free(b);
+  oom_load("tests/data/tiny-ganomaly.safetensors");
 }
 
 static void test_create_errors(void **state) {

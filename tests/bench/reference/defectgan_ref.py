@@ -201,15 +201,17 @@ def lbp_offsets(P, R):
     return out
 
 
-def lbp_codes(g, P, R):
-    """(H, W) float32 grey -> (H, W) int64 codes; bit p set when point p >= centre.
-    Points outside the image read the nearest edge pixel."""
+def lbp_points(g, P, R):
+    """Per point of lbp_offsets(P, R), in order: (v, self_only), each (H, W) over
+    the pixels of g ((H, W) float32 grey): v the point's bilinear value in
+    float64, points outside the image reading the nearest edge pixel, and
+    self_only where the point reads only the centre pixel itself."""
     h, w = g.shape
     img = g.astype(np.float64)
     rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
                              indexing="ij")
-    codes = np.zeros((h, w), np.int64)
-    for p, (dy, dx) in enumerate(lbp_offsets(P, R)):
+    yy, xx = rows.astype(np.int64), cols.astype(np.int64)
+    for dy, dx in lbp_offsets(P, R):
         ry, rx = rows + dy, cols + dx
         fy, fx = np.floor(ry), np.floor(rx)
         dr, dc = ry - fy, rx - fx
@@ -221,6 +223,15 @@ def lbp_codes(g, P, R):
         top = tl + dc * (tr - tl)
         bottom = bl + dc * (br - bl)
         v = top + dr * (bottom - top)
+        yield v, (y0 == yy) & (y1 == yy) & (x0 == xx) & (x1 == xx)
+
+
+def lbp_codes(g, P, R):
+    """(H, W) float32 grey -> (H, W) int64 codes; bit p set when point p >= centre.
+    Points outside the image read the nearest edge pixel."""
+    img = g.astype(np.float64)
+    codes = np.zeros(g.shape, np.int64)
+    for p, (v, _) in enumerate(lbp_points(g, P, R)):
         codes |= (v >= img).astype(np.int64) << p
     return codes
 
@@ -231,24 +242,9 @@ def lbp_margin(g, P, R):
     the centre pixel itself (edge replication) and points equal to the centre
     (flat regions, such as a repair that is exactly 0 where every ReLU is off)
     stay ties in any implementation."""
-    h, w = g.shape
     img = g.astype(np.float64)
-    rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
-                             indexing="ij")
     best = np.inf
-    for dy, dx in lbp_offsets(P, R):
-        ry, rx = rows + dy, cols + dx
-        fy, fx = np.floor(ry), np.floor(rx)
-        dr, dc = ry - fy, rx - fx
-        y0 = np.clip(fy, 0, h - 1).astype(np.int64)
-        y1 = np.clip(np.ceil(ry), 0, h - 1).astype(np.int64)
-        x0 = np.clip(fx, 0, w - 1).astype(np.int64)
-        x1 = np.clip(np.ceil(rx), 0, w - 1).astype(np.int64)
-        tl, tr, bl, br = img[y0, x0], img[y0, x1], img[y1, x0], img[y1, x1]
-        top = tl + dc * (tr - tl)
-        v = top + dr * (bl + dc * (br - bl) - top)
-        yy, xx = rows.astype(np.int64), cols.astype(np.int64)
-        self_only = ((y0 == yy) & (y1 == yy) & (x0 == xx) & (x1 == xx))
+    for v, self_only in lbp_points(g, P, R):
         d = np.abs(v - img)[~self_only]
         d = d[d > 0]
         if d.size:

@@ -5,8 +5,9 @@
 tests/data/golden-caae-tiny.safetensors: inference and the gradient penalty.
   The model (side 32, nc 1, nz 8, nf 2, critic 16 -> 32) with torch's default
   init from torch.manual_seed(FWD_SEED) and non-trivial batch norm
-  (set_batchnorm: running statistics on the scale of the activations, random
-  affine parameters), every tensor under its own name, and:
+  (make_golden.set_batchnorm on the encoder then the decoder: running statistics
+  on the scale of the activations, random affine parameters), every tensor
+  under its own name, and:
     input (4, 1, 32, 32)      make_golden's 4 images / 127.5 - 1
     z (4, nz), x_hat (4, 1, 32, 32)     E(x), Dec(z) in eval mode
     residual, l2 (4)          mean |x - x_hat|, mean (x - x_hat)^2
@@ -62,28 +63,6 @@ INIT_KEYS = ["encoder.conv1.weight", "encoder.bn1.weight", "encoder.res4.bn3.wei
              "decoder.dense.weight", "decoder.res1.deconv1.weight", "critic.h2.weight"]
 
 
-def set_batchnorm(model, x):
-    """make_golden.set_batchnorm for the auto-encoder: per BN in forward order, running
-    statistics on the scale of its input for x, weight N(1, 0.1), bias N(0, 0.1)."""
-    model.eval()
-    with torch.no_grad():
-        for part in (model.encoder, model.decoder):
-            for m in part.modules():
-                if not isinstance(m, torch.nn.BatchNorm2d):
-                    continue
-                seen = {}
-                hook = m.register_forward_hook(lambda mod, inp, out: seen.setdefault("x", inp[0].clone()))
-                model.reconstruct(x)
-                hook.remove()
-                a = seen["x"].double()
-                mean, var = a.mean(dim=(0, 2, 3)), a.var(dim=(0, 2, 3), unbiased=False)
-                c = mean.numel()
-                m.running_mean.copy_(mean + torch.randn(c, dtype=torch.float64) * 0.1 * var.sqrt())
-                m.running_var.copy_(var * (0.5 + torch.rand(c, dtype=torch.float64)))
-                m.weight.normal_(1.0, 0.1)
-                m.bias.normal_(0.0, 0.1)
-
-
 def forward_outputs(model, x, zc, zhat):
     """Every golden output of the forward file, in the model's dtype."""
     model.eval()
@@ -110,7 +89,7 @@ def make_forward():
     model = cr.CAAE(FWD_CFG)
     u8 = mg.make_inputs(FWD_CFG["nc"], FWD_CFG["side"], FWD_SEED)
     x = torch.from_numpy((u8.astype(np.float64) / 127.5 - 1.0).astype(np.float32))
-    set_batchnorm(model, x)
+    mg.set_batchnorm(torch.nn.Sequential(model.encoder, model.decoder), x)   # reconstruct(x)
     zc = (1.5 * torch.randn(4, FWD_CFG["nz"])).float()
     zhat = (1.5 * torch.randn(6, FWD_CFG["nz"])).float()
     out32 = forward_outputs(model, x, zc, zhat)
