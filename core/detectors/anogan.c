@@ -17,7 +17,7 @@
 **       "netg.main.<module name>";
 **   D = an Encoder with nz 1, its last Conv(4,1,0) + sigmoid the classifier
 **       ("netd.classifier.0") and the rest the features ("netd.features.<i>").
-** The input must be square with a side that is a multiple of 16.
+** The input must be square with a side that is a power of two from 16.
 **
 ** Hyper-parameters: nz 100, ngf 64, extralayers 0; training lr 2e-4, beta1
 ** 0.5, beta2 0.999; search defaults steps 500, lambda 0.1, search_lr 0.001,
@@ -163,9 +163,11 @@ static int anogan_create(anom_model *m, const cJSON *hp, anom_err *e) {
       || (rc = hp_num(hp, "anogan", "search_beta1", 0.5, 0, 0.999999, &a->search_beta1, e)) )
     return rc;
   int isize = m->width;
-  if( m->width != m->height || isize % 16 || isize < 16 )
+  /* the DCGAN builders halve the side down to 4 and double it back up */
+  if( m->width != m->height || isize < 16 || (isize & (isize - 1)) )
     return anom_fail(e, ANOM_EINVAL, "anogan: the input must be square with a "
-                     "side that is a multiple of 16, found %dx%d", m->width, m->height);
+                     "side of 16, 32, 64... (a power of two), found %dx%d", m->width,
+                     m->height);
   int nc = m->channels;
   net nt;
   net_init(&nt, "netg.", a->nz, 1, 1);

@@ -22,7 +22,7 @@
 **   last conv (+ sigmoid) is the classifier and the rest the features.
 **
 ** Hyper-parameters: nz (100), ngf (64), extralayers (0); the input must be
-** square with a side that is a multiple of 16. Training (the authors'
+** square with a side that is a power of two from 16. Training (the authors'
 ** defaults): lr 2e-4, beta1 0.5, beta2 0.999, w_adv 1, w_con 50, w_enc 1.
 **
 ** Training, per batch, as the authors' optimize_params (lib/model.py):
@@ -147,9 +147,11 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
       || (rc = hp_num(hp, "ganomaly", "w_enc", 1, 0, 1e6, &g->w_enc, e)) )
     return rc;
   int isize = m->width;
-  if( m->width != m->height || isize % 16 || isize < 16 )
+  /* the DCGAN builders halve the side down to 4 and double it back up */
+  if( m->width != m->height || isize < 16 || (isize & (isize - 1)) )
     return anom_fail(e, ANOM_EINVAL, "ganomaly: the input must be square with a "
-                     "side that is a multiple of 16, found %dx%d", m->width, m->height);
+                     "side of 16, 32, 64... (a power of two), found %dx%d", m->width,
+                     m->height);
   int nc = m->channels;
   net nt;
   net_init(&nt, "netg.encoder1.", nc, isize, isize);

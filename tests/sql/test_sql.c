@@ -524,7 +524,7 @@ static void test_train_fashion(void **state) {
   exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"nz\": \"big\"}') FROM fashion WHERE idx < 3",
            "anomaly_train: ganomaly: 'nz' must be an integer");
   exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"size\": 40}') FROM fashion WHERE idx < 3",
-           "anomaly_train: ganomaly: the input must be square with a side that is a multiple of 16, found 40x40");
+           "anomaly_train: ganomaly: the input must be square with a side of 16, 32, 64... (a power of two), found 40x40");
   exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, 'epochs=1') FROM fashion WHERE idx < 3",
            "anomaly_train: options must be a JSON object");
   exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image) FROM fashion WHERE 0",

@@ -264,7 +264,7 @@ static void test_hparams(void **state) {
     {"{\"lambda\": 2}", 32, 32, "'lambda' must be a number from 0 to 1"},
     {"{\"search_lr\": 0}", 32, 32, "'search_lr' must be a number from"},
     {"{\"nz\": 0}", 32, 32, "'nz' must be an integer from 1"},
-    {NULL, 32, 48, "square with a side that is a multiple of 16, found 32x48"},
+    {NULL, 32, 48, "square with a side of 16, 32, 64... (a power of two), found 32x48"},
     {NULL, 40, 40, "found 40x40"},
   };
   check_create_errors("anogan", bad, sizeof(bad) / sizeof(bad[0]), MSG_CONTAINS);

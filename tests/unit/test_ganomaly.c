@@ -257,7 +257,9 @@ static void test_create_errors(void **state) {
   assert_int_equal(model_create(&m, "nope", 32, 32, 1, NULL, NULL, &e), ANOM_EINVAL);
   assert_non_null(strstr(e.msg, "unknown method 'nope' (known: alad, anogan, caae, defectgan, egbad, ganomaly, skipganomaly)"));
   assert_int_equal(model_create(&m, "ganomaly", 40, 40, 1, NULL, NULL, &e), ANOM_EINVAL);
-  assert_non_null(strstr(e.msg, "multiple of 16, found 40x40"));
+  assert_non_null(strstr(e.msg, "(a power of two), found 40x40"));
+  assert_int_equal(model_create(&m, "ganomaly", 48, 48, 1, NULL, NULL, &e), ANOM_EINVAL);
+  assert_non_null(strstr(e.msg, "(a power of two), found 48x48"));
   assert_int_equal(model_create(&m, "ganomaly", 32, 32, 4, NULL, NULL, &e), ANOM_EINVAL);
   assert_non_null(strstr(e.msg, "channels must be 1 or 3, found 4"));
   /* the full-size default network: 32x32, nz 100, ngf 64 */
