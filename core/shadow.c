@@ -4,7 +4,7 @@
 */
 #include "shadow.h"
 
-#include "layers/spectral_norm.h"
+#include "layers.h"
 #include "net.h"
 #include "rng.h"
 

@@ -83,7 +83,7 @@ int shadow_add_sn(shadow *s, const float *block, const struct net *nt, int i,
 void shadow_refresh(shadow *s, float *live, size_t off, size_t len);
 
 /* Turn grads[off, off+len), gradients with respect to the live weights, into
-** gradients with respect to raw (u, v held constant: spectral_norm.h). */
+** gradients with respect to raw (u, v held constant: spectral_norm_backward, layers.h). */
 void shadow_grad(shadow *s, float *grads, const float *live, size_t off, size_t len);
 
 /* ema = decay ema + (1 - decay) raw over [off, off+len). Ranges are

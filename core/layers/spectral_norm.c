@@ -36,7 +36,6 @@
 ** double. dw may be NULL (nothing to do). No allocation anywhere.
 */
 #include "layers.h"
-#include "spectral_norm.h"
 
 #include <math.h>
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/layers/spectral_norm.h"
+#include "core/layers.h"
 #include "core/net.h"
 #include "core/rng.h"
 #include "core/shadow.h"

@@ -35,7 +35,7 @@
 #include "core/model.h"
 #include "core/safetensors.h"
 #include "common.h"
-#include "layers/spectral_norm.h"
+#include "layers.h"
 #include "rng.h"
 #include "fdcheck.h"
 #include "golden.h"
