@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 import safetensors_io
-from ganomaly_ref import CREATED, SOFTWARE, crc32_hex
+import ganomaly_ref
+from ganomaly_ref import crc32_hex
 
 SLOPE = 0.2
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01
@@ -520,21 +521,7 @@ def model_metadata(cfg, checksum):
     cfg = full_cfg(cfg)
     hp = {"nz": cfg["nz"], "nf": cfg["nf"], "dropout": cfg["dropout"], "sn": cfg["sn"],
           "dzz": cfg["dzz"]}
-    return {
-        "format": "sqlite-anomaly",
-        "format_version": "1",
-        "method": "alad",
-        "width": str(cfg["isize"]),
-        "height": str(cfg["isize"]),
-        "channels": str(cfg["nc"]),
-        "fit": "resize",
-        "hparams": json.dumps(hp, separators=(",", ":")),
-        "calibration": json.dumps({"n": 0, "quantiles": [], "scales": {}}, separators=(",", ":")),
-        "threshold": "null",
-        "checksum": checksum,
-        "created": CREATED,
-        "software": SOFTWARE,
-    }
+    return ganomaly_ref.model_metadata(cfg, checksum, "alad", hp)
 
 
 def write_model(path, nets, cfg):

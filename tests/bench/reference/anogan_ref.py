@@ -46,9 +46,7 @@ def model_tensors(netg, netd):
 
 def model_metadata(cfg, checksum):
     """The string metadata of an AnoGAN model file for cfg (search defaults implied)."""
-    meta = gr.model_metadata(cfg, checksum)
-    meta["method"] = "anogan"
-    return meta
+    return gr.model_metadata(cfg, checksum, "anogan")
 
 
 def write_model(path, netg, netd, cfg):

@@ -81,11 +81,9 @@ def model_tensors(netg, netd):
 
 
 def model_metadata(cfg, checksum):
-    meta = gr.model_metadata(cfg, checksum)
-    meta["method"] = "defectgan"
-    meta["hparams"] = json.dumps({"nz": cfg["nz"], "ngf": cfg["ngf"], "ndf": cfg["ndf"],
-                                  "extralayers": cfg["extralayers"]}, separators=(",", ":"))
-    return meta
+    return gr.model_metadata(cfg, checksum, "defectgan",
+                             {"nz": cfg["nz"], "ngf": cfg["ngf"], "ndf": cfg["ndf"],
+                              "extralayers": cfg["extralayers"]})
 
 
 def write_model(path, netg, netd, cfg):

@@ -40,7 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import safetensors_io
-from ganomaly_ref import CREATED, SOFTWARE, crc32_hex
+import ganomaly_ref
+from ganomaly_ref import crc32_hex
 
 LRELU = 0.1
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01
@@ -220,21 +221,7 @@ def model_metadata(cfg, checksum):
     hp = {"nz": cfg["nz"], "nf": cfg["nf"]}
     if "dropout" in cfg:
         hp["dropout"] = cfg["dropout"]
-    return {
-        "format": "sqlite-anomaly",
-        "format_version": "1",
-        "method": "egbad",
-        "width": str(cfg["isize"]),
-        "height": str(cfg["isize"]),
-        "channels": str(cfg["nc"]),
-        "fit": "resize",
-        "hparams": json.dumps(hp, separators=(",", ":")),
-        "calibration": json.dumps({"n": 0, "quantiles": [], "scales": {}}, separators=(",", ":")),
-        "threshold": "null",
-        "checksum": checksum,
-        "created": CREATED,
-        "software": SOFTWARE,
-    }
+    return ganomaly_ref.model_metadata(cfg, checksum, "egbad", hp)
 
 
 def write_model(path, model, cfg):

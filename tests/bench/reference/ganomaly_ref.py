@@ -157,18 +157,20 @@ def model_tensors(netg, netd):
     return out
 
 
-def model_metadata(cfg, checksum):
-    """The string metadata of a GANomaly model file for cfg."""
+def model_metadata(cfg, checksum, method="ganomaly", hparams=None):
+    """The string metadata of a model file of method for cfg; hparams (a dict)
+    defaults to GANomaly's. Every reference's write_model uses it."""
+    if hparams is None:
+        hparams = {"nz": cfg["nz"], "ngf": cfg["ngf"], "extralayers": cfg["extralayers"]}
     return {
         "format": "sqlite-anomaly",
         "format_version": "1",
-        "method": "ganomaly",
+        "method": method,
         "width": str(cfg["isize"]),
         "height": str(cfg["isize"]),
         "channels": str(cfg["nc"]),
         "fit": "resize",
-        "hparams": json.dumps({"nz": cfg["nz"], "ngf": cfg["ngf"], "extralayers": cfg["extralayers"]},
-                              separators=(",", ":")),
+        "hparams": json.dumps(hparams, separators=(",", ":")),
         "calibration": json.dumps({"n": 0, "quantiles": [], "scales": {}}, separators=(",", ":")),
         "threshold": "null",
         "checksum": checksum,

@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 
 import safetensors_io
-from ganomaly_ref import CREATED, SOFTWARE, crc32_hex, l2_loss
+import ganomaly_ref
+from ganomaly_ref import crc32_hex, l2_loss
 
 
 class UnetBlock(nn.Module):
@@ -128,22 +129,8 @@ def model_tensors(netg, netd):
 
 
 def model_metadata(cfg, checksum):
-    return {
-        "format": "sqlite-anomaly",
-        "format_version": "1",
-        "method": "skipganomaly",
-        "width": str(cfg["isize"]),
-        "height": str(cfg["isize"]),
-        "channels": str(cfg["nc"]),
-        "fit": "resize",
-        "hparams": json.dumps({"nz": cfg["nz"], "ngf": cfg["ngf"], "ndf": cfg["ndf"]},
-                              separators=(",", ":")),
-        "calibration": json.dumps({"n": 0, "quantiles": [], "scales": {}}, separators=(",", ":")),
-        "threshold": "null",
-        "checksum": checksum,
-        "created": CREATED,
-        "software": SOFTWARE,
-    }
+    return ganomaly_ref.model_metadata(cfg, checksum, "skipganomaly",
+                                       {"nz": cfg["nz"], "ngf": cfg["ngf"], "ndf": cfg["ndf"]})
 
 
 def write_model(path, netg, netd, cfg):
