@@ -64,6 +64,17 @@ typedef struct detector_ops {
                score_result *out, float *recon, const struct cJSON *opts,
                anom_err *e);
 
+  /*
+  ** Optional (NULL: the reconstruction residual, the mean over channels of
+  ** |x - x_hat|): score n images as score() does and write each one's
+  ** per-pixel anomaly map, larger meaning more anomalous, into map
+  ** (n, H, W). recon may be NULL; work holds work_floats(m, n) floats.
+  ** DefectGAN's map is its LBP map.
+  */
+  int (*map)(const struct anom_model *m, int n, const float *x, float *work,
+             float *map, score_result *out, float *recon,
+             const struct cJSON *opts, anom_err *e);
+
   /* ---- training (core/train.c drives these) */
 
   /* Names of the losses train_step reports, NULL-terminated ("g", "d"...). */

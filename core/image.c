@@ -747,6 +747,32 @@ static unsigned char luma(const unsigned char *rgb) {
   return y >= 255.0f ? 255 : (unsigned char)y;
 }
 
+void image_fit_rect(int iw, int ih, int w, int h, int fit, int *ox, int *oy,
+                    int *dw, int *dh) {
+  int rw, rh;
+  if( fit != IMAGE_FIT_PAD ){
+    rw = w;
+    rh = h;
+  }else if( iw <= w && ih <= h ){
+    rw = iw;
+    rh = ih;
+  }else if( (long long)iw * h >= (long long)ih * w ){ /* width binds */
+    rw = w;
+    rh = (int)(((long long)ih * w * 2 + iw) / (2LL * iw));
+  }else{ /* height binds */
+    rh = h;
+    rw = (int)(((long long)iw * h * 2 + ih) / (2LL * ih));
+  }
+  if( rw < 1 ) rw = 1;
+  if( rh < 1 ) rh = 1;
+  if( rw > w ) rw = w;
+  if( rh > h ) rh = h;
+  *dw = rw;
+  *dh = rh;
+  *ox = (w - rw) / 2;
+  *oy = (h - rh) / 2;
+}
+
 int image_to_tensor(float *x, const image_u8 *im, int w, int h, int c, int fit,
                     anom_err *e) {
   unsigned char *grey = NULL, *sized = NULL;
@@ -801,25 +827,7 @@ int image_to_tensor(float *x, const image_u8 *im, int w, int h, int c, int fit,
   }
 
   /* Geometry: the size the image is resampled to and where it goes. */
-  if( fit == IMAGE_FIT_RESIZE ){
-    dw = w;
-    dh = h;
-  }else if( im->w <= w && im->h <= h ){
-    dw = im->w;
-    dh = im->h;
-  }else if( (long long)im->w * h >= (long long)im->h * w ){ /* width binds */
-    dw = w;
-    dh = (int)(((long long)im->h * w * 2 + im->w) / (2LL * im->w));
-  }else{ /* height binds */
-    dh = h;
-    dw = (int)(((long long)im->w * h * 2 + im->h) / (2LL * im->h));
-  }
-  if( dw < 1 ) dw = 1;
-  if( dh < 1 ) dh = 1;
-  if( dw > w ) dw = w;
-  if( dh > h ) dh = h;
-  ox = (w - dw) / 2;
-  oy = (h - dh) / 2;
+  image_fit_rect(im->w, im->h, w, h, fit, &ox, &oy, &dw, &dh);
 
   /* Resample with stb's default filters, chosen per axis: Mitchell-Netravali
   ** when reducing, Catmull-Rom when enlarging. (Its triangle filter trips

@@ -68,6 +68,15 @@ int image_to_tensor(float *x, const image_u8 *im, int w, int h, int c, int fit,
                     anom_err *e);
 
 /*
+** Where an iw x ih image lands in a w x h tensor under fit: the rectangle
+** (*ox, *oy, *dw, *dh) it is resampled into (the whole tensor for
+** IMAGE_FIT_RESIZE). image_to_tensor uses it; anomaly maps are cut back out
+** with it.
+*/
+void image_fit_rect(int iw, int ih, int w, int h, int fit, int *ox, int *oy,
+                    int *dw, int *dh);
+
+/*
 ** The inverse scaling: a (c, h, w) tensor in [-1, 1] to (h, w, c) bytes,
 ** clamped. px must hold h*w*c bytes.
 */

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct scored {
   double s;
@@ -69,4 +70,53 @@ double quantile(const double *sorted, size_t n, double p) {
   double frac = h - (double)lo;
   if( lo + 1 >= n ) return sorted[n - 1];
   return sorted[lo] + frac * (sorted[lo + 1] - sorted[lo]);
+}
+
+#define HIST_BINS ((size_t)1 << AUROC_HIST_BITS)
+
+int auroc_hist_init(auroc_hist *h, anom_err *e) {
+  h->n[0] = h->n[1] = 0;
+  h->count[0] = anom_calloc(HIST_BINS, sizeof(uint64_t));
+  h->count[1] = anom_calloc(HIST_BINS, sizeof(uint64_t));
+  if( !h->count[0] || !h->count[1] ){
+    auroc_hist_free(h);
+    return anom_fail(e, ANOM_ENOMEM, "out of memory for an AUROC histogram");
+  }
+  return ANOM_OK;
+}
+
+/* A bin index that grows with v: the float's bits made unsigned-ordered. */
+static size_t hist_bin(float v) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof(u));
+  u = (u & 0x80000000u) ? ~u : u | 0x80000000u;
+  return u >> (32 - AUROC_HIST_BITS);
+}
+
+void auroc_hist_add(auroc_hist *h, float v, int label) {
+  int k = label != 0;
+  h->count[k][hist_bin(v)]++;
+  h->n[k]++;
+}
+
+int auroc_hist_result(const auroc_hist *h, double *out, anom_err *e) {
+  if( !h->n[0] || !h->n[1] )
+    return anom_fail(e, ANOM_EINVAL, "both classes are needed, found %llu normal "
+                     "and %llu anomalous values", (unsigned long long)h->n[0],
+                     (unsigned long long)h->n[1]);
+  /* sum over bins of positives x (negatives below + half the negatives tied) */
+  double below = 0, u = 0;
+  for(size_t b = 0; b < HIST_BINS; b++){
+    double neg = (double)h->count[0][b];
+    u += (double)h->count[1][b] * (below + 0.5 * neg);
+    below += neg;
+  }
+  *out = u / ((double)h->n[0] * (double)h->n[1]);
+  return ANOM_OK;
+}
+
+void auroc_hist_free(auroc_hist *h) {
+  anom_free(h->count[0]);
+  anom_free(h->count[1]);
+  h->count[0] = h->count[1] = NULL;
 }

@@ -191,6 +191,24 @@ static int load_calibration(model_calibration *cal, const char *s, anom_err *e) 
     strcpy(cal->scale_name[cal->nscales], it->string);
     cal->scale[cal->nscales++] = it->valuedouble;
   }
+  const cJSON *mp = cJSON_GetObjectItemCaseSensitive(j, "map");
+  if( mp ){
+    const cJSON *sg = cJSON_GetObjectItemCaseSensitive(mp, "sigma");
+    const cJSON *lo = cJSON_GetObjectItemCaseSensitive(mp, "lo");
+    const cJSON *hi = cJSON_GetObjectItemCaseSensitive(mp, "hi");
+    if( !cJSON_IsObject(mp) || !cJSON_IsNumber(sg) || !cJSON_IsNumber(lo)
+        || !cJSON_IsNumber(hi) || !(sg->valuedouble >= 0) || !isfinite(sg->valuedouble)
+        || !isfinite(lo->valuedouble) || !isfinite(hi->valuedouble)
+        || lo->valuedouble > hi->valuedouble ){
+      rc = anom_fail(e, ANOM_EFORMAT, "metadata 'calibration': 'map' must be "
+                     "{\"sigma\": >= 0, \"lo\": x, \"hi\": y} with lo <= hi");
+      goto done;
+    }
+    cal->map_ok = 1;
+    cal->map_sigma = sg->valuedouble;
+    cal->map_lo = lo->valuedouble;
+    cal->map_hi = hi->valuedouble;
+  }
   rc = ANOM_OK;
 done:
   cJSON_Delete(j);
@@ -383,6 +401,14 @@ static char *calibration_json(const model_calibration *cal) {
   cJSON *sc = cJSON_AddObjectToObject(j, "scales");
   for(int i = 0; sc && i < cal->nscales; i++)
     cJSON_AddNumberToObject(sc, cal->scale_name[i], cal->scale[i]);
+  if( cal->map_ok ){
+    cJSON *mp = cJSON_AddObjectToObject(j, "map");
+    if( mp ){
+      cJSON_AddNumberToObject(mp, "sigma", cal->map_sigma);
+      cJSON_AddNumberToObject(mp, "lo", cal->map_lo);
+      cJSON_AddNumberToObject(mp, "hi", cal->map_hi);
+    }
+  }
   s = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
   return s;
@@ -465,7 +491,9 @@ done:
 }
 
 size_t model_work_floats(const anom_model *m, int n) {
-  return m->ops->work_floats(m, n);
+  /* model_map's residual keeps the reconstructions after the detector's work */
+  return m->ops->work_floats(m, n)
+         + (size_t)n * m->channels * m->height * m->width;
 }
 
 int model_score(const anom_model *m, int n, const float *x, float *work,
@@ -473,6 +501,28 @@ int model_score(const anom_model *m, int n, const float *x, float *work,
   if( opts && !cJSON_IsObject(opts) )
     return anom_fail(e, ANOM_EINVAL, "scoring options must be a JSON object");
   return m->ops->score(m, n, x, work, out, recon, opts, e);
+}
+
+int model_map(const anom_model *m, int n, const float *x, float *work, float *map,
+              score_result *out, float *recon, const cJSON *opts, anom_err *e) {
+  if( opts && !cJSON_IsObject(opts) )
+    return anom_fail(e, ANOM_EINVAL, "scoring options must be a JSON object");
+  if( m->ops->map ) return m->ops->map(m, n, x, work, map, out, recon, opts, e);
+  size_t hw = (size_t)m->height * m->width, img = hw * (size_t)m->channels;
+  float *xh = recon ? recon : work + m->ops->work_floats(m, n);
+  int rc = m->ops->score(m, n, x, work, out, xh, opts, e);
+  if( rc ) return rc;
+  for(int i = 0; i < n; i++){
+    const float *xi = x + (size_t)i * img, *xhi = xh + (size_t)i * img;
+    float *mi = map + (size_t)i * hw;
+    for(size_t p = 0; p < hw; p++){
+      float s = 0;
+      for(int c = 0; c < m->channels; c++)
+        s += fabsf(xi[(size_t)c * hw + p] - xhi[(size_t)c * hw + p]);
+      mi[p] = s / (float)m->channels;
+    }
+  }
+  return ANOM_OK;
 }
 
 cJSON *model_info(const anom_model *m) {

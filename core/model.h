@@ -44,6 +44,11 @@ typedef struct model_calibration {
   int nscales;
   char scale_name[SCORE_MAX_PARTS][32];
   double scale[SCORE_MAX_PARTS];      /* median of each score part */
+  /* the colour scale of anomaly maps (smoothed with map_sigma): the median
+  ** and the 0.999 quantile of the held-out images' map values; map_ok 0
+  ** when the file has none (made before maps were calibrated) */
+  int map_ok;
+  double map_sigma, map_lo, map_hi;
 } model_calibration;
 
 typedef struct anom_model {
@@ -100,6 +105,17 @@ size_t model_work_floats(const anom_model *m, int n);
 int model_score(const anom_model *m, int n, const float *x, float *work,
                 score_result *out, float *recon, const struct cJSON *opts,
                 anom_err *e);
+
+/*
+** Score n images as model_score does and write each one's per-pixel anomaly
+** map into map (n, H, W), at the model's input size, larger meaning more
+** anomalous: the detector's own map (DefectGAN's LBP map), else the
+** reconstruction residual, the mean over channels of |x - x_hat|. out holds
+** n results; recon (n, C, H, W) may be NULL.
+*/
+int model_map(const anom_model *m, int n, const float *x, float *work, float *map,
+              score_result *out, float *recon, const struct cJSON *opts,
+              anom_err *e);
 
 /*
 ** The model's description as a new JSON object: format, method, width,

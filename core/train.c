@@ -3,6 +3,7 @@
 ** See train.h.
 */
 #include "train.h"
+#include "heatmap.h"
 
 #include "metrics.h"
 #include "rng.h"
@@ -32,23 +33,32 @@ static double now_seconds(void) {
 static const double calib_levels[] = {0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9,
                                       0.95, 0.99, 0.999, 1};
 
+/* At most this many map values go into the colour scale's quantiles. */
+#define CALIB_MAP_SAMPLES ((size_t)1 << 20)
+
 int model_calibrate(anom_model *m, const float *x, int n, double q, anom_err *e) {
   if( n < 1 ) return anom_fail(e, ANOM_EINVAL, "calibration needs at least one image");
   size_t img = (size_t)m->channels * m->height * m->width;
+  size_t hw = (size_t)m->height * m->width;
   int batch = n < CALIB_BATCH ? n : CALIB_BATCH;
+  /* every step-th map value, about CALIB_MAP_SAMPLES of them */
+  size_t total = (size_t)n * hw, step = (total + CALIB_MAP_SAMPLES - 1) / CALIB_MAP_SAMPLES;
+  size_t nmap = 0, cap = (total + step - 1) / step;
   float *work = anom_malloc(model_work_floats(m, batch) * sizeof(float));
+  float *map = anom_malloc(((size_t)batch + 1) * hw * sizeof(float));
   score_result *res = anom_malloc((size_t)batch * sizeof(*res));
   double *scores = anom_malloc((size_t)n * sizeof(double));
   double *parts = anom_malloc((size_t)n * SCORE_MAX_PARTS * sizeof(double));
+  double *mapv = anom_malloc(cap * sizeof(double));
   int rc = ANOM_OK, nparts = 0;
   const char *names[SCORE_MAX_PARTS] = {0};
-  if( !work || !res || !scores || !parts ){
+  if( !work || !map || !res || !scores || !parts || !mapv ){
     rc = anom_fail(e, ANOM_ENOMEM, "out of memory for calibration");
     goto done;
   }
   for(int i = 0; i < n; i += batch){
     int b = n - i < batch ? n - i : batch;
-    if( (rc = model_score(m, b, x + (size_t)i * img, work, res, NULL, NULL, e)) ) goto done;
+    if( (rc = model_map(m, b, x + (size_t)i * img, work, map, res, NULL, NULL, e)) ) goto done;
     for(int k = 0; k < b; k++){
       scores[i + k] = res[k].score;
       nparts = res[k].nparts;
@@ -56,6 +66,12 @@ int model_calibrate(anom_model *m, const float *x, int n, double q, anom_err *e)
         names[p] = res[k].part_name[p];
         parts[(size_t)p * n + i + k] = res[k].part[p];
       }
+      /* the colour scale sees the maps as anomaly_map draws them */
+      float *mk = map + (size_t)k * hw;
+      heatmap_smooth(mk, m->width, m->height, HEATMAP_SIGMA, map + (size_t)b * hw);
+      size_t base = ((size_t)i + k) * hw;
+      for(size_t p = (step - base % step) % step; p < hw && nmap < cap; p += step)
+        mapv[nmap++] = mk[p];
     }
   }
   model_calibration *cal = &m->cal;
@@ -79,12 +95,21 @@ int model_calibrate(anom_model *m, const float *x, int n, double q, anom_err *e)
     cal->scale[p] = quantile(v, (size_t)n, 0.5);
   }
   cal->nscales = nparts;
+  if( nmap ){
+    sort_doubles(mapv, nmap);
+    cal->map_ok = 1;
+    cal->map_sigma = HEATMAP_SIGMA;
+    cal->map_lo = quantile(mapv, nmap, 0.5);
+    cal->map_hi = quantile(mapv, nmap, 0.999);
+  }
   m->threshold = quantile(scores, (size_t)n, q);
 done:
   anom_free(work);
+  anom_free(map);
   anom_free(res);
   anom_free(scores);
   anom_free(parts);
+  anom_free(mapv);
   return rc;
 }
 

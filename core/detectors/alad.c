@@ -764,6 +764,7 @@ const detector_ops alad_ops = {
   alad_hparams,
   alad_work_floats,
   alad_score,
+  NULL,                  /* map: the residual */
   alad_losses,
   alad_train_begin,
   alad_train_step,

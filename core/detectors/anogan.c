@@ -530,6 +530,7 @@ const detector_ops anogan_ops = {
   anogan_hparams,
   anogan_work_floats,
   anogan_score,
+  NULL,                  /* map: the residual */
   anogan_losses,
   anogan_train_begin,
   anogan_train_step,

@@ -10,8 +10,8 @@
 **
 **   score(x) = mean |x - x_hat|                       (the residual, the paper's)
 **   parts:     residual (the score), l2 = mean (x - x_hat)^2
-**   map:       caae_residual_map() gives the per-pixel residual, the mean over
-**              channels of |x - x_hat| (n, H, W); the score is its mean.
+**   map:       model_map()'s residual, the mean over channels of |x - x_hat|
+**              (n, H, W); the score is its mean.
 **
 ** Networks, as aubreychen9012/cAAE model.py and funcs/resblocks.py build
 ** them (TensorLayer; "SAME" padding becomes symmetric padding), leaky ReLU
@@ -62,8 +62,7 @@
 ** before each epoch's first batch.
 **
 ** Use: through caae_ops (detector.h) like every detector. Two functions
-** below are exported beside it (declared by their callers):
-**   caae_residual_map(m, n, x, work, map)        per-pixel residual (n, H, W)
+** below is exported beside it (declared by its caller):
 **   caae_gp_gradients(m, n, z_hat, &gp, dz, grads, &e)   for the tests
 */
 #include "../hparams.h"
@@ -338,27 +337,6 @@ static int caae_score(const anom_model *m, int n, const float *x, float *work,
   }
   if( recon ) memcpy(recon, xh, (size_t)n * img * sizeof(float));
   return ANOM_OK;
-}
-
-/*
-** The per-pixel residual of n images x (n, C, H, W): map (n, H, W) = mean
-** over the C channels of |x - x_hat|, so that an image's score is the mean of
-** its map. work holds model_work_floats(m, n) floats. m must be a 'caae'
-** model.
-*/
-void caae_residual_map(const anom_model *m, int n, const float *x, float *work,
-                       float *map) {
-  size_t hw = (size_t)m->height * m->width, img = hw * (size_t)m->channels;
-  const float *xh = reconstruct(m, n, x, work);
-  for(int i = 0; i < n; i++){
-    const float *xi = x + (size_t)i * img, *xhi = xh + (size_t)i * img;
-    for(size_t p = 0; p < hw; p++){
-      double s = 0;
-      for(int c = 0; c < m->channels; c++)
-        s += fabs((double)xi[(size_t)c * hw + p] - xhi[(size_t)c * hw + p]);
-      map[(size_t)i * hw + p] = (float)(s / m->channels);
-    }
-  }
 }
 
 /* ---- training: residual paths ------------------------------------------- */
@@ -845,6 +823,7 @@ const detector_ops caae_ops = {
   caae_hparams,
   caae_work_floats,
   caae_score,
+  NULL,                  /* map: the residual */
   caae_losses,
   caae_train_begin,
   caae_train_step,

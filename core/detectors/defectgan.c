@@ -39,7 +39,6 @@
 ** re-initialised when its loss falls under 1e-5, as in GANomaly. Losses
 ** reported: g (the weighted G loss), d, l1 (the unweighted mean |x_hat - x|).
 */
-#include "defectgan.h"
 #include "ganomaly.h"
 
 #include "../defects.h"
@@ -241,43 +240,52 @@ static int read_score_opts(const defectgan *g, const cJSON *opts, lbp_opts *o,
   return read_lbp(opts, &g->lbp, o, e);
 }
 
-int defectgan_map(const anom_model *m, int n, const float *x, float *work,
-                  const cJSON *opts, float *map, float *recon, anom_err *e) {
-  if( m->ops != &defectgan_ops )
-    return anom_fail(e, ANOM_EINVAL, "defectgan_map: the model's method is '%s', "
-                     "not 'defectgan'", m->ops->name);
-  const defectgan *g = m->det;
-  lbp_opts o;
-  int rc = read_score_opts(g, opts, &o, e);
-  if( rc ) return rc;
-  const float *xh = run_map(m, n, x, work, &o, map);
-  if( recon )
-    memcpy(recon, xh, (size_t)n * m->channels * m->height * m->width * sizeof(float));
-  return ANOM_OK;
-}
-
-static int defectgan_score(const anom_model *m, int n, const float *x, float *work,
-                           score_result *out, float *recon, const cJSON *opts,
-                           anom_err *e) {
+/*
+** Score n images with their LBP maps in map (n, H, W). The score, the mean
+** of a map's top values, reorders what it selects from: copy (H * W floats)
+** keeps map intact, or NULL lets the score use map itself as scratch.
+** run_work holds map_work_floats(m, n) floats.
+*/
+static int score_maps(const anom_model *m, int n, const float *x, float *run_work,
+                      float *map, float *copy, score_result *out, float *recon,
+                      const cJSON *opts, anom_err *e) {
   const defectgan *g = m->det;
   lbp_opts o;
   int rc = read_score_opts(g, opts, &o, e);
   if( rc ) return rc;
   size_t hw = (size_t)m->height * m->width, img = (size_t)m->channels * hw;
-  float *map = work;
-  const float *xh = run_map(m, n, x, work + (size_t)n * hw, &o, map);
+  const float *xh = run_map(m, n, x, run_work, &o, map);
   for(int i = 0; i < n; i++){
     const float *xi = x + (size_t)i * img, *xhi = xh + (size_t)i * img;
     double l1 = 0;
     for(size_t k = 0; k < img; k++) l1 += fabs((double)xi[k] - xhi[k]);
+    float *top = map + (size_t)i * hw;
+    if( copy ){
+      memcpy(copy, top, hw * sizeof(float));
+      top = copy;
+    }
     score_result *r = &out[i];
-    r->score = lbp_top_mean(map + (size_t)i * hw, hw, o.top);
+    r->score = lbp_top_mean(top, hw, o.top);
     r->nparts = 2;
     r->part_name[0] = "lbp";   r->part[0] = r->score;
     r->part_name[1] = "recon"; r->part[1] = l1 / (double)img;
   }
   if( recon ) memcpy(recon, xh, (size_t)n * img * sizeof(float));
   return ANOM_OK;
+}
+
+static int defectgan_map_op(const anom_model *m, int n, const float *x, float *work,
+                            float *map, score_result *out, float *recon,
+                            const cJSON *opts, anom_err *e) {
+  size_t hw = (size_t)m->height * m->width;
+  return score_maps(m, n, x, work + (size_t)n * hw, map, work, out, recon, opts, e);
+}
+
+static int defectgan_score(const anom_model *m, int n, const float *x, float *work,
+                           score_result *out, float *recon, const cJSON *opts,
+                           anom_err *e) {
+  size_t hw = (size_t)m->height * m->width;
+  return score_maps(m, n, x, work + (size_t)n * hw, work, NULL, out, recon, opts, e);
 }
 
 /* ---- training ----------------------------------------------------------- */
@@ -431,6 +439,7 @@ const detector_ops defectgan_ops = {
   defectgan_hparams,
   defectgan_work_floats,
   defectgan_score,
+  defectgan_map_op,      /* map: the LBP map */
   defectgan_losses,
   defectgan_train_begin,
   defectgan_train_step,

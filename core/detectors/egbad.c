@@ -574,6 +574,7 @@ const detector_ops egbad_ops = {
   egbad_hparams,
   egbad_work_floats,
   egbad_score,
+  NULL,                  /* map: the residual */
   egbad_losses,
   egbad_train_begin,
   egbad_train_step,

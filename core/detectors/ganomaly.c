@@ -413,6 +413,7 @@ const detector_ops ganomaly_ops = {
   ganomaly_hparams,
   ganomaly_work_floats,
   ganomaly_score,
+  NULL,                  /* map: the residual */
   ganomaly_losses,
   ganomaly_train_begin,
   ganomaly_train_step,

@@ -651,6 +651,7 @@ const detector_ops skipganomaly_ops = {
   skipganomaly_hparams,
   skipganomaly_work_floats,
   skipganomaly_score,
+  NULL,                  /* map: the residual */
   skipganomaly_losses,
   skipganomaly_train_begin,
   skipganomaly_train_step,

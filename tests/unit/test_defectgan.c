@@ -36,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/detectors/defectgan.h"
 #include "core/lbp.h"
 #include "core/model.h"
 #include "core/rng.h"
@@ -132,11 +131,12 @@ static void check_forward(const char *model_path, const char *golden_path, int n
       es = fmax(es, fabs(sc - score_gold[i]) / fmax(1, fabs(score_gold[i])));
     }
     assert_true(es <= 1e-6);
-    /* (2) score() and defectgan_map() are that code on our own x_hat */
-    score_result r2[5];
+    /* (2) score() and model_map() are that code on our own x_hat */
+    score_result r2[5], r3[5];
     assert_int_equal(model_score(m, n, x, work, r2, xh2, o, &e), ANOM_OK);
     assert_memory_equal(xh2, xh, (size_t)nx * sizeof(float));
-    assert_int_equal(defectgan_map(m, n, x, work, o, map, NULL, &e), ANOM_OK);
+    assert_int_equal(model_map(m, n, x, work, map, r3, NULL, o, &e), ANOM_OK);
+    for(int i = 0; i < n; i++) assert_true(r3[i].score == r2[i].score);
     int differ = 0;
     double worst_score = 0;
     for(int i = 0; i < n; i++){
@@ -226,23 +226,18 @@ static void test_score_options(void **state) {
     {"{\"lbp_radius\": \"1\"}", "defectgan: 'lbp_radius' must be a number from 0.5 to 16"},
   };
   check_score_errors(m, n, x, work, bad, sizeof(bad) / sizeof(bad[0]), MSG_EXACT);
-  /* defectgan_map refuses them alike */
+  /* model_map refuses them alike */
+  score_result rm[8];
   for(size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++){
     o = cJSON_Parse(bad[k].json);
     anom_err_clear(&e);
-    assert_int_equal(defectgan_map(m, n, x, work, o, map, NULL, &e), ANOM_EINVAL);
+    assert_int_equal(model_map(m, n, x, work, map, rm, NULL, o, &e), ANOM_EINVAL);
     assert_string_equal(e.msg, bad[k].msg);
     cJSON_Delete(o);
   }
-  /* defectgan_map on another method's model */
-  anom_model *gm = load_model_file("tests/data/tiny-ganomaly.safetensors");
-  anom_err_clear(&e);
-  assert_int_equal(defectgan_map(gm, 1, x, work, NULL, map, NULL, &e), ANOM_EINVAL);
-  assert_string_equal(e.msg, "defectgan_map: the model's method is 'ganomaly', not 'defectgan'");
-  model_free(gm);
-  /* recon out of defectgan_map */
+  /* recon out of model_map */
   float *xh3 = malloc(n * hw * sizeof(float));
-  assert_int_equal(defectgan_map(m, n, x, work, NULL, map, xh3, &e), ANOM_OK);
+  assert_int_equal(model_map(m, n, x, work, map, rm, xh3, NULL, &e), ANOM_OK);
   assert_memory_equal(xh3, xh, n * hw * sizeof(float));
   free(xh3);
   free(x); free(xh); free(work); free(map); free(mine);
