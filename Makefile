@@ -46,6 +46,9 @@ EXT_SO   := $(if $(SANITIZE),$(BUILD)/anomaly.so,anomaly.so)
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# the extension through SQL: tests/sql/test_NAME.c -> sql_NAME
+SQL_SRC  := $(wildcard tests/sql/test_*.c)
+SQL_BIN  := $(SQL_SRC:tests/sql/test_%.c=$(BUILD)/tests/sql_%)
 
 .PHONY: all deps deps-test deps-demo test demo bench clean
 all: deps
@@ -86,10 +89,10 @@ bench: deps-demo
 	@sh tests/bench/run.sh
 
 test: deps-test
-	@$(MAKE) --no-print-directory $(EXT_SO) $(UNIT_BIN) $(BUILD)/tests/sqltest
-	@ANOMALY_EXT=./$(basename $(EXT_SO)) SANITIZE=$(SANITIZE) sh tests/run.sh $(UNIT_BIN) $(BUILD)/tests/sqltest
+	@$(MAKE) --no-print-directory $(EXT_SO) $(UNIT_BIN) $(SQL_BIN)
+	@ANOMALY_EXT=./$(basename $(EXT_SO)) SANITIZE=$(SANITIZE) sh tests/run.sh $(UNIT_BIN) $(SQL_BIN)
 
-$(BUILD)/tests/sqltest: tests/sql/test_sql.c $(TCORE_OBJ) $(EXT_SO)
+$(BUILD)/tests/sql_%: tests/sql/test_%.c tests/sql/sqltest.h $(TCORE_OBJ) $(EXT_SO)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DANOM_TEST -o $@ $< $(TCORE_OBJ) $(LDFLAGS) $(LDLIBS) -lsqlite3 -lcmocka
 

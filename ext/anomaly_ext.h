@@ -20,7 +20,11 @@ typedef struct anom_conn {
   sqlite3 *db;
   long long max_pixels;       /* image decode budget (pixels) */
   model_limits limits;        /* model file limits */
+  long long max_montage_rows; /* rows an anomaly_montage may hold */
 } anom_conn;
+
+/* The default of max_montage_rows. */
+#define ANOM_MONTAGE_ROWS 64
 
 /* The registry's backing table in the main schema. */
 #define ANOM_STORE "anomaly_models_data"
@@ -53,10 +57,42 @@ int anom_register_models_vtab(sqlite3 *db, anom_conn *cn);
 int anom_registry_acquire(sqlite3 *db, const char *name, const model_limits *lim,
                           cached_model **out, char **zerr);
 
-/* ---- functions.c, train.c, eval.c */
+/* ---- functions.c: what the functions that score images share */
+struct image_u8;
+
+/* A model prepared for one statement: a cache reference and scratch. */
+typedef struct stmt_model {
+  cached_model *cm;   /* reference into the process-wide cache */
+  float *x;           /* (C, H, W) input tensor */
+  float *work;        /* model_work_floats(m, 1) */
+  float *recon;       /* (C, H, W) reconstruction */
+  float *map;         /* (H, W) anomaly map */
+  float *tmp;         /* (H, W) scratch */
+} stmt_model;
+
+/* The model named by the TEXT value name_value, prepared; NULL with the
+** error set on ctx (messages start with fn). */
+stmt_model *anom_stmt_model_open(sqlite3_context *ctx, const char *fn,
+                                 sqlite3_value *name_value);
+void anom_stmt_model_free(void *sm);
+
+/*
+** Decode the image BLOB v into sm->x, fitted to the model. Returns 1 when a
+** result is set instead: NULL for a NULL value, else an error. When keep is
+** not NULL it receives the decoded image (free with image_free).
+*/
+int anom_decode(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
+                const stmt_model *sm, struct image_u8 *keep);
+
+/* Set a core error on ctx as "fn: msg" (out of memory as SQLITE_NOMEM). */
+void anom_result_error(sqlite3_context *ctx, const char *fn, int rc, const char *msg);
+const char *anom_type_name(int sqlite_type);
+
+/* ---- functions.c, train.c, eval.c, maps.c */
 int anom_register_functions(sqlite3 *db, anom_conn *cn);
 int anom_register_train(sqlite3 *db, anom_conn *cn);
 int anom_register_eval(sqlite3 *db, anom_conn *cn);
+int anom_register_maps(sqlite3 *db, anom_conn *cn);
 /* ---- idx_vtab.c */
 int anom_register_idx(sqlite3 *db);
 

@@ -32,12 +32,14 @@ int sqlite3_anomaly_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routine
   cn->db = db;
   cn->max_pixels = IMAGE_DEFAULT_MAX_PIXELS;
   model_limits_default(&cn->limits);
+  cn->max_montage_rows = ANOM_MONTAGE_ROWS;
   /* the anomaly_models module owns cn: SQLite frees it when the connection
   ** closes (or at once, should registering the module fail) */
   int rc = anom_register_models_vtab(db, cn);
   if( rc == SQLITE_OK ) rc = anom_register_functions(db, cn);
   if( rc == SQLITE_OK ) rc = anom_register_train(db, cn);
   if( rc == SQLITE_OK ) rc = anom_register_eval(db, cn);
+  if( rc == SQLITE_OK ) rc = anom_register_maps(db, cn);
   if( rc == SQLITE_OK ) rc = anom_register_idx(db);
   if( rc != SQLITE_OK ){
     *pzErrMsg = sqlite3_mprintf("sqlite-anomaly: registering functions: %s",

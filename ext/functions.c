@@ -27,25 +27,19 @@ SQLITE_EXTENSION_INIT3
 #include <stdio.h>
 #include <string.h>
 
-/* What a statement keeps for one model argument. */
-typedef struct stmt_model {
-  cached_model *cm;   /* reference into the process-wide cache */
-  float *x;           /* (C, H, W) input tensor */
-  float *work;        /* model_work_floats(m, 1) */
-  float *recon;       /* (C, H, W) reconstruction, for anomaly_reconstruct */
-} stmt_model;
-
-static void stmt_model_free(void *p) {
+void anom_stmt_model_free(void *p) {
   stmt_model *sm = p;
   if( !sm ) return;
   cache_release(sm->cm);
   anom_free(sm->x);
   anom_free(sm->work);
   anom_free(sm->recon);
+  anom_free(sm->map);
+  anom_free(sm->tmp);
   anom_free(sm);
 }
 
-static const char *type_name(int t) {
+const char *anom_type_name(int t) {
   switch( t ){
     case SQLITE_INTEGER: return "INTEGER";
     case SQLITE_FLOAT: return "REAL";
@@ -55,7 +49,7 @@ static const char *type_name(int t) {
   }
 }
 
-static void result_anom_error(sqlite3_context *ctx, const char *fn, int rc,
+void anom_result_error(sqlite3_context *ctx, const char *fn, int rc,
                               const char *msg) {
   if( rc == ANOM_ENOMEM ){ sqlite3_result_error_nomem(ctx); return; }
   char *z = sqlite3_mprintf("%s: %s", fn, msg);
@@ -64,26 +58,17 @@ static void result_anom_error(sqlite3_context *ctx, const char *fn, int rc,
   sqlite3_free(z);
 }
 
-/*
-** The model named by argv[i] for this statement: from auxdata, or looked up
-** in the registry and prepared. On failure the error is set on ctx and
-** NULL returned. The caller must pass a fresh one to sqlite3_set_auxdata
-** (*fresh set) after using it.
-*/
-static stmt_model *resolve_model(sqlite3_context *ctx, const char *fn,
-                                 sqlite3_value **argv, int i, int *fresh) {
-  *fresh = 0;
-  stmt_model *sm = sqlite3_get_auxdata(ctx, i);
-  if( sm ) return sm;
-  if( sqlite3_value_type(argv[i]) != SQLITE_TEXT ){
+stmt_model *anom_stmt_model_open(sqlite3_context *ctx, const char *fn,
+                                 sqlite3_value *name_value) {
+  if( sqlite3_value_type(name_value) != SQLITE_TEXT ){
     char *z = sqlite3_mprintf("%s: model must be the TEXT name of a model in "
                               "anomaly_models, got %s", fn,
-                              type_name(sqlite3_value_type(argv[i])));
+                              anom_type_name(sqlite3_value_type(name_value)));
     sqlite3_result_error(ctx, z ? z : "out of memory", -1);
     sqlite3_free(z);
     return NULL;
   }
-  const char *name = (const char *)sqlite3_value_text(argv[i]);
+  const char *name = (const char *)sqlite3_value_text(name_value);
   anom_conn *cn = sqlite3_user_data(ctx);
   cached_model *cm;
   char *zerr;
@@ -103,20 +88,38 @@ static stmt_model *resolve_model(sqlite3_context *ctx, const char *fn,
     return NULL;
   }
   const anom_model *m = cm->model;
-  sm = anom_calloc(1, sizeof(*sm));
+  size_t hw = (size_t)m->height * m->width;
+  stmt_model *sm = anom_calloc(1, sizeof(*sm));
   if( sm ){
     sm->cm = cm;
-    sm->x = anom_malloc((size_t)m->channels * m->height * m->width * sizeof(float));
-    sm->recon = anom_malloc((size_t)m->channels * m->height * m->width * sizeof(float));
+    sm->x = anom_malloc((size_t)m->channels * hw * sizeof(float));
+    sm->recon = anom_malloc((size_t)m->channels * hw * sizeof(float));
+    sm->map = anom_malloc(hw * sizeof(float));
+    sm->tmp = anom_malloc(hw * sizeof(float));
     sm->work = anom_malloc(model_work_floats(m, 1) * sizeof(float));
   }
-  if( !sm || !sm->x || !sm->work || !sm->recon ){
-    if( sm ) stmt_model_free(sm);
+  if( !sm || !sm->x || !sm->work || !sm->recon || !sm->map || !sm->tmp ){
+    if( sm ) anom_stmt_model_free(sm);
     else cache_release(cm);
     sqlite3_result_error_nomem(ctx);
     return NULL;
   }
-  *fresh = 1;
+  return sm;
+}
+
+/*
+** The model named by argv[i] for this statement: from auxdata, or looked up
+** in the registry and prepared. On failure the error is set on ctx and
+** NULL returned. The caller must pass a fresh one to sqlite3_set_auxdata
+** (*fresh set) after using it.
+*/
+static stmt_model *resolve_model(sqlite3_context *ctx, const char *fn,
+                                 sqlite3_value **argv, int i, int *fresh) {
+  *fresh = 0;
+  stmt_model *sm = sqlite3_get_auxdata(ctx, i);
+  if( sm ) return sm;
+  sm = anom_stmt_model_open(ctx, fn, argv[i]);
+  *fresh = sm != NULL;
   return sm;
 }
 
@@ -150,36 +153,49 @@ static int resolve_options(sqlite3_context *ctx, const char *fn, int argc,
   return 0;
 }
 
-/* Decode argv[0] and score it (keeping the reconstruction in sm->recon when
-** want_recon); 1 when a result (error or NULL) is set. */
-static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **argv,
-                       stmt_model *sm, const cJSON *opts, score_result *r,
-                       int want_recon) {
+int anom_decode(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
+                const stmt_model *sm, image_u8 *keep) {
   anom_conn *cn = sqlite3_user_data(ctx);
   const anom_model *m = sm->cm->model;
-  int t = sqlite3_value_type(argv[0]);
+  int t = sqlite3_value_type(v);
   if( t == SQLITE_NULL ){ sqlite3_result_null(ctx); return 1; }
   if( t != SQLITE_BLOB ){
     char *z = sqlite3_mprintf("%s: image must be a BLOB (PNG, JPEG, BMP, GIF or "
-                              "PNM), got %s", fn, type_name(t));
+                              "PNM), got %s", fn, anom_type_name(t));
     sqlite3_result_error(ctx, z ? z : "out of memory", -1);
     sqlite3_free(z);
     return 1;
   }
-  const void *blob = sqlite3_value_blob(argv[0]);
-  size_t n = (size_t)sqlite3_value_bytes(argv[0]);
+  const void *blob = sqlite3_value_blob(v);
+  size_t n = (size_t)sqlite3_value_bytes(v);
   image_u8 im;
   anom_err e;
   anom_err_clear(&e);
   int rc = image_decode(&im, blob, n, cn->max_pixels, &e);
   if( rc == ANOM_OK ){
     rc = image_to_tensor(sm->x, &im, m->width, m->height, m->channels, m->fit, &e);
-    image_free(&im);
+    if( rc == ANOM_OK && keep ) *keep = im;
+    else image_free(&im);
   }
-  if( rc == ANOM_OK )
-    rc = model_score(m, 1, sm->x, sm->work, r, want_recon ? sm->recon : NULL, opts, &e);
   if( rc ){
-    result_anom_error(ctx, fn, rc, e.msg);
+    anom_result_error(ctx, fn, rc, e.msg);
+    return 1;
+  }
+  return 0;
+}
+
+/* Decode argv[0] and score it (keeping the reconstruction in sm->recon when
+** want_recon); 1 when a result (error or NULL) is set. */
+static int score_image(sqlite3_context *ctx, const char *fn, sqlite3_value **argv,
+                       stmt_model *sm, const cJSON *opts, score_result *r,
+                       int want_recon) {
+  if( anom_decode(ctx, fn, argv[0], sm, NULL) ) return 1;
+  anom_err e;
+  anom_err_clear(&e);
+  int rc = model_score(sm->cm->model, 1, sm->x, sm->work, r,
+                       want_recon ? sm->recon : NULL, opts, &e);
+  if( rc ){
+    anom_result_error(ctx, fn, rc, e.msg);
     return 1;
   }
   return 0;
@@ -207,7 +223,7 @@ static int call_begin(sqlite3_context *ctx, const char *fn, int argc,
 /* Hand the freshly resolved model and options to SQLite for the next rows. */
 static void call_end(sqlite3_context *ctx, call_state *cs) {
   if( cs->fresh_opts ) sqlite3_set_auxdata(ctx, 2, cs->opts, json_free);
-  if( cs->fresh_model ) sqlite3_set_auxdata(ctx, 1, cs->sm, stmt_model_free);
+  if( cs->fresh_model ) sqlite3_set_auxdata(ctx, 1, cs->sm, anom_stmt_model_free);
 }
 
 static void scoreFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -274,7 +290,7 @@ static void reconstructFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
       rc = image_encode_png(&png, &npng, px, m->width, m->height, m->channels, &e);
     }
     anom_free(px);
-    if( rc ) result_anom_error(ctx, fn, rc, e.msg);
+    if( rc ) anom_result_error(ctx, fn, rc, e.msg);
     else sqlite3_result_blob64(ctx, png, npng, anom_free);
   }
   call_end(ctx, &cs);
@@ -295,7 +311,7 @@ static int check_model_blob(sqlite3_context *ctx, const char *fn, const void *bl
   if( rc ){
     char msg[ANOM_ERR_MAX + 32];
     snprintf(msg, sizeof(msg), "invalid model: %s", e.msg);
-    result_anom_error(ctx, fn, rc, msg);
+    anom_result_error(ctx, fn, rc, msg);
     return 1;
   }
   return 0;
@@ -350,7 +366,7 @@ static void modelInfoFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   if( t == SQLITE_NULL ){ sqlite3_result_null(ctx); return; }
   if( t != SQLITE_BLOB ){
     char *z = sqlite3_mprintf("%s: model must be a BLOB (the bytes of a model "
-                              "file), got %s", fn, type_name(t));
+                              "file), got %s", fn, anom_type_name(t));
     sqlite3_result_error(ctx, z ? z : "out of memory", -1);
     sqlite3_free(z);
     return;
@@ -383,9 +399,11 @@ static void configFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     slot = &cn->max_pixels; hi = (long long)1 << 40;
   }else if( key && strcmp(key, "max_model_bytes") == 0 ){
     slot = &model_bytes; hi = (long long)1 << 40;
+  }else if( key && strcmp(key, "max_montage_rows") == 0 ){
+    slot = &cn->max_montage_rows; hi = 4096;
   }else{
     char *z = sqlite3_mprintf("anomaly_config: unknown key '%s' (known: max_pixels, "
-                              "max_model_bytes)", key ? key : "NULL");
+                              "max_model_bytes, max_montage_rows)", key ? key : "NULL");
     sqlite3_result_error(ctx, z ? z : "out of memory", -1);
     sqlite3_free(z);
     return;

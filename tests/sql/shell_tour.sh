@@ -24,6 +24,10 @@ INSERT INTO anomaly_models(name, model)
 SELECT name, method, width, height, channels, params, threshold FROM anomaly_models;
 SELECT id, printf('%.4f', anomaly_score(image, 'tiles')) AS s FROM photos ORDER BY s DESC LIMIT 20;
 SELECT anomaly_scores(image, 'tiles') ->> 'recon_l1' > 0 FROM photos WHERE id = 1;
+SELECT writefile('build/tour-heat.png', anomaly_map(image, 'tiles')) > 0 FROM photos WHERE id = 2;
+SELECT writefile('build/tour-overlay.png', anomaly_map(image, 'tiles', '{"style": "overlay"}')) > 0 FROM photos WHERE id = 2;
+SELECT writefile('build/tour-worst.png', anomaly_montage(image, 'tiles', id)) > 0
+  FROM (SELECT id, image FROM photos ORDER BY anomaly_score(image, 'tiles') DESC LIMIT 16);
 SELECT writefile('build/tour-export.safetensors', model) > 0 FROM anomaly_models WHERE name = 'tiles';
 DELETE FROM anomaly_models WHERE name = 'tiles';
 SELECT count(*) FROM anomaly_models;
@@ -35,6 +39,9 @@ tiles|ganomaly|32|32|1|66960|
 3|0.2686
 1|0.0935
 4|0.0154
+1
+1
+1
 1
 1
 0'
