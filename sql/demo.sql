@@ -30,10 +30,19 @@ SELECT s.idx AS test_image, s.label, c.name, printf('%.5f', s.score) AS score
   ORDER BY s.score DESC LIMIT 10;
 .headers off
 .mode list
--- each with its reconstruction, as two PNGs
-SELECT 'wrote ' || (sum(a > 0) + sum(b > 0)) || ' PNGs (input and reconstruction of each) into demo/' FROM (
+-- each with its reconstruction and its heat map, as PNGs
+SELECT 'wrote ' || (sum(a > 0) + sum(b > 0) + sum(c > 0)) ||
+       ' PNGs (input, reconstruction and heat map of each) into demo/' FROM (
   SELECT writefile('demo/' || printf('%02d', rank) || '-test' || idx || '-' || label || '-input.png', image) AS a,
          writefile('demo/' || printf('%02d', rank) || '-test' || idx || '-' || label || '-reconstruction.png',
-                   anomaly_reconstruct(image, 'demo')) AS b
+                   anomaly_reconstruct(image, 'demo')) AS b,
+         writefile('demo/' || printf('%02d', rank) || '-test' || idx || '-' || label || '-heat.png',
+                   anomaly_map(image, 'demo', '{"style": "overlay"}')) AS c
   FROM (SELECT row_number() OVER (ORDER BY s.score DESC) AS rank, s.idx, s.label, f.image
         FROM scored s JOIN fashion f ON f.id = s.id ORDER BY s.score DESC LIMIT 10));
+-- and a contact sheet of the sixteen most anomalous: image, repair, map, score
+SELECT 'wrote demo/worst.png (a contact sheet of the 16 most anomalous)'
+ WHERE (SELECT writefile('demo/worst.png', anomaly_montage(image, 'demo', name || ' #' || idx))
+          FROM (SELECT s.idx, f.image, c.name FROM scored s JOIN fashion f ON f.id = s.id
+                  JOIN fashion_classes c ON c.label = s.label
+                 ORDER BY s.score DESC LIMIT 16)) > 0;
