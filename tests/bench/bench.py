@@ -13,12 +13,34 @@ helpers into build/bench/:
      PyTorch reference on the same weights and inputs (batch 1 and 64).
   3. Training: seconds per batch of 64 at full size, anomaly_train against
      the PyTorch reference's training step.
+  4. ("methods", "methods_speed") The other detectors trained on one
+     Fashion-MNIST class by tests/bench/method_auroc.sh, and their scoring
+     speed.
+  5. ("tiles") The magnetic-tile set (../shared/eval.md 1B): each detector
+     trained and evaluated by tests/bench/tile_auroc.sh: image AUROC of each
+     score part, pixel AUROC, F1 at the model's threshold, a heat-map gallery.
+     In the default parts when the tile folder exists (not in quick mode:
+     tile_auroc.sh overwrites its models in build/bench/tiles-METHOD.db).
+  ("figures") ROC pictures with build/bench/roc_plot: the section-4 detectors
+     on their class (docs/img/roc-fashion-class1.png, from the
+     build/bench/METHOD-class1-scores.csv that method_auroc.sh writes, exported
+     first from an older run's METHOD-class1.db when missing) and the tile
+     detectors (docs/img/roc-tiles.png, with their galleries copied to
+     docs/img/tiles-gallery-METHOD.png). Runs by itself, and after "methods"
+     and "tiles".
 
 Timed runs alternate ours and the peer and are repeated; the report gives
 medians and the median of the paired ratios. Writes build/bench/report.md
-(also printed) and build/bench/results.json. Only the standard library is
-used here; torch is imported by the PyTorch scripts only, and their columns
-are left out when it is missing.
+(also printed) and build/bench/results.json, and each part's results, with
+the machine and date of its run, to build/bench/results/PART.json (a later run
+of other parts leaves them; quick runs write build/bench/results/quick/).
+Then, unless BENCH_QUICK or BENCH_DOCS=0, it rewrites the generated blocks of
+docs/benchmarks.md, the lines between "<!-- bench:NAME -->" and
+"<!-- /bench:NAME -->", for the parts that ran (blocks "tiles" and
+"figure_fashion"; a block without its markers is appended at the end) and
+leaves every other line alone; pictures then go to docs/img/, else to
+build/bench/img/. Only the standard library is used here; torch is imported
+by the PyTorch scripts only, and their columns are left out when it is missing.
 
 Environment (all optional):
   BENCH_QUICK=1          few images and repeats: a smoke run, not a result
@@ -34,11 +56,13 @@ Environment (all optional):
   BENCH_TRAIN=1          train fresh models for the AUROC table instead, with
   BENCH_EPOCHS=n         anomaly_train epochs (15) and
   BENCH_SEEDS="0 1 2"    seeds (0); quick mode trains on the first 640 normals
-  BENCH_PARTS="accuracy speed train"   which parts to run (these three by default);
-                         add "methods" for section 4: the other detectors trained
-                         on one class with tests/bench/method_auroc.sh (hours), or
-                         "methods_speed" for its speed table alone, on the models
-                         an earlier "methods" run left in build/bench/
+  BENCH_PARTS="accuracy speed train"   which parts to run (these three by default,
+                         and "tiles" when the tile folder exists, outside quick
+                         mode); add "methods" for section 4: the other detectors
+                         trained on one class with tests/bench/method_auroc.sh
+                         (hours), or "methods_speed" for its speed table alone, on
+                         the models an earlier "methods" run left in build/bench/;
+                         "figures" for the ROC pictures alone
   BENCH_METHODS="anogan:{\"steps\":100}:1000 skipganomaly egbad alad:{\"nf\":64} defectgan caae"
                          section 4's runs: method[:options JSON[:test images]],
                          white-space separated (no spaces inside the JSON)
@@ -46,6 +70,17 @@ Environment (all optional):
   BENCH_METHOD_IMAGES=n  section 4's speed table: test images each trained
                          detector scores through SQL (400; AnoGAN at its default
                          500 search steps scores n/40 of them)
+  BENCH_TILE_METHODS="ganomaly skipganomaly egbad alad:{\"nf\":64} defectgan caae anogan:{\"steps\":100}"
+                         section 5's runs: method[:options JSON] (quick mode adds
+                         {"epochs": 1})
+  BENCH_TILE_REUSE=1     evaluate the tile models an earlier run left (trained with
+                         the same options) instead of training them again (0)
+  BENCH_TILE_CMD="sh tests/bench/tile_auroc.sh"   the command run as CMD METHOD
+                         OPTIONS for each tile method (for tests: a stand-in that
+                         prints tile_auroc.sh's output)
+  TILE_DIR=dir           the magnetic-tile folder (../shared/data/magnetic_tile),
+                         passed on to tile_auroc.sh
+  BENCH_DOCS=0           leave docs/ alone (pictures go to build/bench/img/)
 """
 
 import datetime
@@ -54,6 +89,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,7 +126,15 @@ TRAIN = os.environ.get("BENCH_TRAIN", "") not in ("", "0")
 EPOCHS = env_int("BENCH_EPOCHS", 15)
 SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0").split()]
 CLASSES = [int(c) for c in os.environ.get("BENCH_CLASSES", "").split()] or None
-PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train").split()
+TILE_DIR = os.environ.get("TILE_DIR", "../shared/data/magnetic_tile")
+HAVE_TILES = os.path.isdir(os.path.join(TILE_DIR, "train", "good"))
+PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train" + (
+    " tiles" if HAVE_TILES and not QUICK else "")).split()
+DOCS = os.environ.get("BENCH_DOCS", "") != "0" and not QUICK
+DOC = "docs/benchmarks.md"
+IMG = "docs/img" if DOCS else OUT + "/img"          # where the pictures go
+RESULTS = OUT + ("/results/quick" if QUICK else "/results")
+ROC_PLOT = OUT + "/roc_plot"
 
 CORETYPE = os.environ.get("OPENBLAS_CORETYPE", "")
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
@@ -104,15 +148,23 @@ def log(msg):
     print("bench: " + msg, file=sys.stderr, flush=True)
 
 
-def run(cmd, stdin=None, check=True):
-    """Run cmd (a list) with the benchmark environment; returns (stdout, seconds)."""
+class CommandError(RuntimeError):
+    """A command that exited with a status other than 0 (in .status)."""
+
+    def __init__(self, cmd, status, stderr):
+        super().__init__("%s failed (status %d):\n%s" % (shlex.join(cmd), status, stderr.strip()))
+        self.status = status
+
+
+def run(cmd, stdin=None, check=True, env=None):
+    """Run cmd (a list) with the benchmark environment, plus env (a dict) if given;
+    returns (stdout, seconds). Raises CommandError when check and it fails."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, input=stdin, env=ENV, cwd=ROOT, text=True,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.run(cmd, input=stdin, env=dict(ENV, **env) if env else ENV, cwd=ROOT,
+                       text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     dt = time.perf_counter() - t0
     if check and p.returncode != 0:
-        raise RuntimeError("%s failed (status %d):\n%s" % (shlex.join(cmd), p.returncode,
-                                                            p.stderr.strip()))
+        raise CommandError(cmd, p.returncode, p.stderr)
     return p.stdout, dt
 
 
@@ -653,6 +705,23 @@ def report(res):
         L.append("")
         for o in res["methods_speed"]:
             L.append("    " + o["command"])
+    if res.get("tiles"):
+        L.append("")
+        L.append("## 5. Magnetic tiles (../shared/eval.md 1B)")
+        L.append("")
+        L.append(block_tiles(res["tiles"], res.get("figures"), m, OUT))
+    fig = res.get("figures") or {}
+    if fig.get("fashion") or fig.get("tiles"):
+        L.append("")
+        L.append("## ROC pictures")
+        L.append("")
+        for key in ("fashion", "tiles"):
+            if fig.get(key):
+                f = fig[key]
+                L.append("![%s](%s)" % (f["title"], img_ref(f["picture"], OUT)))
+                L.append("")
+                L.append("    " + f["command"])
+                L.append("")
     return "\n".join(L)
 
 
@@ -665,16 +734,23 @@ def method_specs():
     return os.environ.get("BENCH_METHODS", DEFAULT_METHODS).split()
 
 
+def split_spec(spec):
+    """method[:options JSON[:test images]] -> (method, options JSON, test images or None)."""
+    method, _, rest = spec.partition(":")
+    opts, limit = rest or "{}", None
+    m = re.match(r"^(.*):(\d+)$", rest)
+    if m:
+        opts, limit = m.group(1) or "{}", m.group(2)
+    return method, opts, limit
+
+
 def methods():
     """Section 4: each other detector trained on one class by method_auroc.sh."""
     cls = env_int("BENCH_METHOD_CLASS", 1)
     rows = []
     for spec in method_specs():
-        method, _, rest = spec.partition(":")     # method[:options JSON[:test images]]
-        opts, limit = rest or "{}", "10000"
-        m = re.match(r"^(.*):(\d+)$", rest)
-        if m:
-            opts, limit = m.group(1) or "{}", m.group(2)
+        method, opts, limit = split_spec(spec)
+        limit = limit or "10000"
         if QUICK:
             opts = json.dumps(dict(json.loads(opts), epochs=1))
             limit = str(min(int(limit), 200))
@@ -685,6 +761,7 @@ def methods():
         parts = dict(ln.split("|", 1) for ln in lines if "|" in ln and not ln.startswith("{"))
         rows.append({"method": method, "class": cls, "options": opts, "test_limit": int(limit),
                      "auroc": parts, "summary": lines[-1],
+                     "scores_csv": "%s/%s-class%d-scores.csv" % (OUT, method, cls),
                      "command": ENV_TEXT + " " + " ".join(shlex.quote(c) for c in cmd)})
     return rows
 
@@ -721,6 +798,367 @@ def methods_speed(rows):
         o["anogan_ratio"] = base[0]["ms_per_image"] / o["ms_per_image"] if base else None
     return out
 
+# ---------------------------------------------------------------------------
+# 5. Magnetic tiles
+# ---------------------------------------------------------------------------
+
+# method[:options JSON], split at white space: no spaces in the JSON
+DEFAULT_TILE_METHODS = ('ganomaly skipganomaly egbad alad:{"nf":64} defectgan caae '
+                        'anogan:{"steps":100}')
+TILE_CMD = shlex.split(os.environ.get("BENCH_TILE_CMD", "sh tests/bench/tile_auroc.sh"))
+TILE_REUSE = os.environ.get("BENCH_TILE_REUSE", "0") not in ("", "0")
+
+METHOD_NAMES = {"ganomaly": "GANomaly", "skipganomaly": "Skip-GANomaly", "egbad": "EGBAD",
+                "alad": "ALAD", "anogan": "AnoGAN", "defectgan": "defectgan", "caae": "caae"}
+
+
+def method_name(method, opts="{}", *notes):
+    """How the pictures and tables name a method: "ALAD (nf 64)" for alad with {"nf": 64};
+    notes (strings) go in the brackets too."""
+    o = ["%s %s" % (k, v) for k, v in json.loads(opts or "{}").items() if k != "epochs"]
+    o += [n for n in notes if n]
+    return METHOD_NAMES.get(method, method) + (" (%s)" % ", ".join(o) if o else "")
+
+
+def method_order(methods, specs):
+    """methods sorted as specs (method[:...] strings) name them, GANomaly first, others after."""
+    first = ["ganomaly"] + [sp.partition(":")[0] for sp in specs]
+    return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
+
+
+def parse_tile_output(out):
+    """tile_auroc.sh's stdout: "key value" lines and a final "# ..." summary, as a dict
+    (values as floats; image_auroc.PART lines gathered into "image_auroc")."""
+    r = {"image_auroc": {}, "summary": ""}
+    for line in out.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            r["summary"] = line.lstrip("# ")
+            continue
+        key, _, value = line.partition(" ")
+        try:
+            v = float(value)
+        except ValueError:
+            log("tile_auroc.sh: unexpected line %r" % line)
+            continue
+        if key.startswith("image_auroc."):
+            r["image_auroc"][key[len("image_auroc."):]] = v
+        else:
+            r[key] = v
+    return r
+
+
+def tiles():
+    """Section 5: each detector trained on the magnetic tiles' good training images and
+    evaluated by tile_auroc.sh. None when the tile folder is missing."""
+    rows = []
+    extra = {"TILE_REUSE": "1"} if TILE_REUSE else None
+    for spec in os.environ.get("BENCH_TILE_METHODS", DEFAULT_TILE_METHODS).split():
+        method, _, opts = spec.partition(":")
+        opts = opts or "{}"
+        if QUICK:
+            opts = json.dumps(dict(json.loads(opts), epochs=1))
+        cmd = TILE_CMD + [method, opts]
+        log("%s %s on the magnetic tiles (%s)" % ("evaluating" if TILE_REUSE else "training",
+                                                  method, shlex.join(cmd)))
+        try:
+            out, dt = run(cmd, env=extra)
+        except CommandError as err:
+            if err.status == 2:       # tile_auroc.sh: no tile folder
+                log("no magnetic-tile folder (TILE_DIR=%s): part \"tiles\" skipped" % TILE_DIR)
+                return None
+            raise
+        r = parse_tile_output(out)
+        if "score" not in r["image_auroc"]:
+            raise RuntimeError("%s: no image_auroc.score line in its output:\n%s"
+                               % (shlex.join(cmd), out))
+        csv = "%s/tiles-%s-scores.csv" % (OUT, method)
+        gallery = "%s/tiles-%s-gallery.png" % (OUT, method)
+        rows.append({
+            "method": method, "options": opts, "image_auroc": r["image_auroc"],
+            "pixel_auroc": r.get("pixel_auroc"), "f1": r.get("f1_at_threshold"),
+            "threshold": r.get("threshold"), "train_seconds": r.get("train_seconds"),
+            "score_seconds": r.get("score_seconds"), "pixel_seconds": r.get("pixel_seconds"),
+            "wall_seconds": dt, "reuse": TILE_REUSE,
+            "scores_csv": csv if os.path.exists(csv) else None,
+            "gallery": gallery if os.path.exists(gallery) else None,
+            "summary": r["summary"],
+            "command": ENV_TEXT + (" TILE_REUSE=1 " if TILE_REUSE else " ") + shlex.join(cmd)})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Figures: ROC curves
+# ---------------------------------------------------------------------------
+
+def roc_plot(png, title, curves):
+    """Draw curves [(name, csv)] into png with roc_plot; returns what it measured."""
+    cmd = [ROC_PLOT, png, title]
+    for name, path in curves[:10]:           # roc_plot draws at most 10
+        cmd += [name, path]
+    out, _ = run(cmd)
+    got = []
+    for line in out.splitlines():
+        m = re.match(r"^(.*) auroc=([0-9.]+) n=(\d+) positives=(\d+)$", line)
+        if m:
+            got.append({"name": m.group(1), "auroc": float(m.group(2)), "n": int(m.group(3)),
+                        "positives": int(m.group(4))})
+    log("drew " + png)
+    return {"picture": png, "title": title, "curves": got,
+            "command": ENV_TEXT + " " + shlex.join(cmd)}
+
+
+def csv_rows(path):
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def scored_keys(db, expr):
+    """The score parts (sorted, comma-separated) of the JSON that expr gives in db."""
+    return sql("SELECT group_concat(key) FROM (SELECT key FROM json_each((%s)) ORDER BY key);"
+               % expr, db).strip()
+
+
+def class_scores(method, cls, images=10000):
+    """build/bench/METHOD-classCLS-scores.csv; exported first, when missing, from the
+    scored table of build/bench/METHOD-classCLS.db (method_auroc.sh's, from a run before
+    it wrote the file) if that table is its model's (same score parts) and holds the
+    number of test images that BENCH_METHODS gives the method. GANomaly's DB (the
+    pretrained model as 'm' beside the fashion table) is scored here, all 10,000 test
+    images, when its table is missing or not so. None when there is nothing to draw."""
+    csv = "%s/%s-class%d-scores.csv" % (OUT, method, cls)
+    db = "%s/%s-class%d.db" % (OUT, method, cls)
+    if os.path.exists(csv) or not os.path.exists(db):
+        return csv if os.path.exists(csv) else None
+    have = sql("SELECT count(*) FROM sqlite_master WHERE name = 'scored';", db).strip() == "1"
+    if have:
+        ours = scored_keys(db, "SELECT j FROM scored LIMIT 1")
+        model = scored_keys(db, "SELECT anomaly_scores(image, 'm') FROM fashion "
+                                "WHERE split = 'test' LIMIT 1")
+        n = int(sql("SELECT count(*) FROM scored;", db))
+        if ours != model:
+            log("%s: its scored table holds the parts %s, its model gives %s: not this model's"
+                % (db, ours, model))
+            have = False
+        elif n != (10000 if method == "ganomaly" else images):
+            log("%s: its scored table holds %d test images, not %d: not the run BENCH_METHODS "
+                "describes" % (db, n, images))
+            have = False
+    if not have:
+        if method != "ganomaly":
+            log("%s: no scored table to use: %s left out of the picture" % (db, method))
+            return None
+        log("scoring the Fashion-MNIST test set with the GANomaly model in %s" % db)
+        sql("DROP TABLE IF EXISTS scored;\n"
+            "CREATE TABLE scored AS SELECT label, anomaly_scores(image, 'm') AS j FROM fashion\n"
+            "  WHERE split = 'test' ORDER BY idx;", db)
+    log("exporting %s from %s" % (csv, db))
+    sql(".headers off\n.mode csv\n.once %s\n"
+        "SELECT j ->> 'score', label <> %d FROM scored ORDER BY rowid;" % (csv, cls), db)
+    return csv
+
+
+def figure_fashion():
+    """ROC curves of the section-4 detectors (and GANomaly) on the methods' class."""
+    cls = env_int("BENCH_METHOD_CLASS", 1)
+    found = set()
+    for suffix in ("-class%d-scores.csv" % cls, "-class%d.db" % cls):
+        for path in os.listdir(OUT):
+            m = re.match(r"^([a-z0-9_]+)%s$" % re.escape(suffix), path)
+            if m:
+                found.add(m.group(1))
+    specs = {split_spec(sp)[0]: split_spec(sp) for sp in method_specs()}
+    curves = []
+    for method in method_order(found, method_specs()):
+        _, opts, limit = specs.get(method, (method, "{}", None))
+        csv = class_scores(method, cls, int(limit or 10000))
+        if csv:
+            n = csv_rows(csv)
+            curves.append((method_name(method, opts, "%d images" % n if n != 10000 else ""),
+                           csv))
+    if not curves:
+        log("no build/bench/*-class%d-scores.csv: no Fashion-MNIST ROC picture" % cls)
+        return None
+    r = roc_plot("%s/roc-fashion-class%d.png" % (IMG, cls),
+                 "Fashion-MNIST class %d normal, test ROC" % cls, curves)
+    r["class"] = cls
+    drawn = [c[1] for c in curves]
+    r["missing"] = [m for m in method_order({split_spec(sp)[0] for sp in method_specs()},
+                                            method_specs())
+                    if "%s/%s-class%d-scores.csv" % (OUT, m, cls) not in drawn]
+    return r
+
+
+def figure_tiles(rows=None):
+    """ROC curves of the tile detectors, from the rows of a tiles() run or else from
+    every build/bench/tiles-METHOD-scores.csv; the galleries copied beside them."""
+    if rows is not None:
+        methods = [(r["method"], r["options"]) for r in rows if r["scores_csv"]]
+    else:
+        found = [m.group(1) for m in (re.match(r"^tiles-([a-z0-9_]+)-scores\.csv$", p)
+                                      for p in os.listdir(OUT)) if m]
+        specs = os.environ.get("BENCH_TILE_METHODS", DEFAULT_TILE_METHODS).split()
+        opts = dict((sp.partition(":")[0], sp.partition(":")[2] or "{}") for sp in specs)
+        methods = [(m, opts.get(m, "{}")) for m in method_order(found, specs)]
+    if not methods:
+        return None
+    epochs = "1 epoch, quick" if QUICK else "15 epochs"
+    r = roc_plot(IMG + "/roc-tiles.png", "Magnetic tiles, image-level ROC (64x64, %s)" % epochs,
+                 [(method_name(m, o), "%s/tiles-%s-scores.csv" % (OUT, m)) for m, o in methods])
+    r["galleries"] = {}
+    for m, _ in methods:
+        src = "%s/tiles-%s-gallery.png" % (OUT, m)
+        if os.path.exists(src):
+            dst = "%s/tiles-gallery-%s.png" % (IMG, m)
+            shutil.copyfile(src, dst)
+            r["galleries"][m] = dst
+    return r
+
+
+def figures(tile_rows=None):
+    """The "figures" part: both ROC pictures (each None when it has no data)."""
+    if not os.path.exists(ROC_PLOT):
+        log("%s is missing (tests/bench/run.sh builds it): no pictures" % ROC_PLOT)
+        return None
+    os.makedirs(IMG, exist_ok=True)
+    return {"fashion": figure_fashion(), "tiles": figure_tiles(tile_rows)}
+
+
+# ---------------------------------------------------------------------------
+# Generated blocks of docs/benchmarks.md, results/PART.json
+# ---------------------------------------------------------------------------
+
+def img_ref(path, base):
+    """path (a picture) as a link from a document in the folder base."""
+    return os.path.relpath(path, base)
+
+
+def tile_kinds():
+    """The defect kinds of the tile test set, as tile_auroc.sh's gallery orders them."""
+    if not os.path.exists(OUT + "/tiles.db"):
+        return None
+    try:
+        out = sql("SELECT group_concat(kind, ', ') FROM (SELECT DISTINCT kind FROM images\n"
+                  "  WHERE split = 'test' AND kind <> 'good' ORDER BY kind);", OUT + "/tiles.db")
+        return out.strip() or None
+    except (CommandError, OSError):
+        return None
+
+
+def block_tiles(rows, fig, machine, base):
+    """Section 5's generated block: the table, the ROC picture, the galleries, the commands.
+    base: the folder of the document it goes into (for the picture links)."""
+    def sec(x):
+        return "–" if x is None else "{:,.0f}".format(x)
+
+    L = ["From `make bench`'s part \"tiles\" (`BENCH_PARTS=tiles` runs it alone), %s, %s (%d "
+         "cores), OpenBLAS core %s, %d thread(s)%s; seconds are wall-clock." % (machine["date"], machine["cpu"], machine["cores"],
+                                      machine["openblas_core"], machine["threads"],
+                                      ", models of an earlier run (BENCH_TILE_REUSE=1)"
+                                      if TILE_REUSE else ""),
+         "",
+         "| method | options | image AUROC | parts | pixel AUROC | F1 at the threshold | "
+         "training s | scoring s |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        a = r["image_auroc"]
+        parts = ", ".join("%s %.4f" % (k, v) for k, v in a.items() if k != "score")
+        train = sec(r["train_seconds"])
+        if r.get("reuse") and (r["train_seconds"] or 0) <= 1:
+            train = "reused"
+        L.append("| %s | %s | %.4f | %s | %s | %s | %s | %s |" % (
+            method_name(r["method"]), "`%s`" % r["options"] if json.loads(r["options"]) else "",
+            a["score"], parts, "–" if r["pixel_auroc"] is None else "%.4f" % r["pixel_auroc"],
+            "–" if r["f1"] is None else "%.3f" % r["f1"], train, sec(r["score_seconds"])))
+    L.append("")
+    if fig and fig.get("tiles"):
+        t = fig["tiles"]
+        L.append("![Image-level ROC curves of the methods above on the magnetic-tile test set, "
+                 "AUROC in the legend](%s)" % img_ref(t["picture"], base))
+        L.append("")
+        if t["galleries"]:
+            kinds = tile_kinds()
+            L.append("### Heat maps")
+            L.append("")
+            L.append("`anomaly_montage` of the same test tiles for each method, top to bottom: "
+                     "three good tiles, then one of each defect kind%s. Each row shows the input "
+                     "as the model saw it, its repair and its heat map on the model's calibrated "
+                     "colour scale, with the score under them, in red when it is over the model's "
+                     "threshold." % (" (%s)" % kinds if kinds else ""))
+            L.append("")
+            ms = list(t["galleries"])
+            L.append("| " + " | ".join(method_name(m) for m in ms) + " |")
+            L.append("|" + "---|" * len(ms))
+            L.append("| " + " | ".join("![%s](%s)" % (method_name(m), img_ref(t["galleries"][m], base))
+                                       for m in ms) + " |")
+            L.append("")
+    L.append("Commands (the pixel AUROC and the gallery took a further %s s in all):"
+             % sec(sum(r["pixel_seconds"] or 0 for r in rows)))
+    L.append("")
+    for r in rows:
+        L.append("    " + r["command"] + "   # " + r["summary"])
+    return "\n".join(L)
+
+
+def block_figure_fashion(fig, base):
+    """The picture of the section-4 detectors' ROC curves, and what it is."""
+    f = fig["fashion"]
+    counted = any(c["n"] != 10000 for c in f["curves"])
+    gan = any(c["name"].startswith("GANomaly") for c in f["curves"])
+    missing = ", ".join(method_name(m) for m in f.get("missing", []))
+    return "\n".join([
+        "![ROC curves of the detectors above on Fashion-MNIST class %d, AUROC in the legend](%s)"
+        % (f["class"], img_ref(f["picture"], base)),
+        "",
+        "The ROC curves of the detectors above (class %d normal, the other nine classes anomalous, "
+        "test scores%s%s%s), drawn by `BENCH_PARTS=figures make bench` with build/bench/roc_plot "
+        "from the build/bench/METHOD-class%d-scores.csv files that "
+        "tests/bench/method_auroc.sh writes." % (
+            f["class"], ", all 10,000 test images unless the legend gives a count" if counted else "",
+            "; GANomaly is the pretrained models/fashion-ganomaly-class%d.safetensors" % f["class"]
+            if gan else "", "; not drawn, for want of a scores file: " + missing if missing else "",
+            f["class"])])
+
+
+BLOCK_TITLES = {"tiles": "Magnetic tiles (generated)",
+                "figure_fashion": "Fashion-MNIST ROC curves (generated)"}
+
+
+def update_doc(blocks, path=DOC):
+    """Replace the lines between "<!-- bench:NAME -->" and "<!-- /bench:NAME -->" in path
+    by blocks[NAME]; a block without its markers goes at the end as a new section.
+    Every other line is left as it is."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    for name, text in blocks.items():
+        begin, end = "<!-- bench:%s -->" % name, "<!-- /bench:%s -->" % name
+        body = text.rstrip("\n").split("\n")
+        stripped = [ln.strip() for ln in lines]
+        if begin in stripped and end in stripped[stripped.index(begin):]:
+            i = stripped.index(begin)
+            j = stripped.index(end, i)
+            lines[i + 1:j] = [""] + body + [""]
+            log("%s: block %s rewritten" % (path, name))
+        else:
+            while lines and lines[-1] == "":
+                lines.pop()
+            lines += ["", "## " + BLOCK_TITLES.get(name, name), "", begin, ""] + body + ["", end, ""]
+            log("%s: no markers for block %s: appended at the end" % (path, name))
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines))
+    os.replace(path + ".tmp", path)
+
+
+def save_part(name, data, res):
+    """build/bench/results/NAME.json: one part's results with its run's machine and settings."""
+    os.makedirs(RESULTS, exist_ok=True)
+    with open("%s/%s.json" % (RESULTS, name), "w") as f:
+        json.dump({"part": name, "quick": QUICK, "machine": res["machine"],
+                   "settings": res["settings"], name: data}, f, indent=1)
+        f.write("\n")
+
 
 def main():
     global HAVE_TORCH
@@ -734,7 +1172,8 @@ def main():
         "models": MODELS, "train": TRAIN, "epochs": EPOCHS, "seeds": SEEDS, "classes": CLASSES,
         "parts": PARTS}}
     res["machine"] = machine_info()
-    import_fashion()
+    if {"accuracy", "speed", "train"} & set(PARTS):
+        import_fashion()
     if "accuracy" in PARTS:
         res["accuracy"] = accuracy()
     if "speed" in PARTS:
@@ -749,7 +1188,23 @@ def main():
         cls = env_int("BENCH_METHOD_CLASS", 1)
         res["methods_speed"] = methods_speed([{"method": m.partition(":")[0], "class": cls}
                                               for m in method_specs()])
+    tile_rows = tiles() if "tiles" in PARTS else None
+    if tile_rows is not None:
+        res["tiles"] = tile_rows
+    if "figures" in PARTS or "methods" in PARTS or tile_rows is not None:
+        res["figures"] = figures(tile_rows)
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    for part in ("accuracy", "speed", "train", "methods", "methods_speed", "tiles", "figures"):
+        if res.get(part) is not None:
+            save_part(part, res[part], res)
+    blocks = {}
+    if res.get("tiles"):
+        blocks["tiles"] = block_tiles(res["tiles"], res.get("figures"), res["machine"],
+                                      os.path.dirname(DOC))
+    if res.get("figures") and res["figures"]["fashion"]:
+        blocks["figure_fashion"] = block_figure_fashion(res["figures"], os.path.dirname(DOC))
+    if DOCS and blocks:
+        update_doc(blocks)
     text = report(res)
     with open(OUT + "/report.md", "w") as f:
         f.write(text + "\n")
@@ -757,7 +1212,7 @@ def main():
         json.dump(res, f, indent=1)
         f.write("\n")
     print(text)
-    log("wrote %s/report.md and %s/results.json" % (OUT, OUT))
+    log("wrote %s/report.md, %s/results.json and %s/" % (OUT, OUT, RESULTS))
 
 
 if __name__ == "__main__":

@@ -38,5 +38,6 @@ build() {
 build baselines tests/bench/baselines.c core/idx.c core/image.c core/safetensors.c \
   core/common.c core/metrics.c
 build bench_core tests/bench/bench_core.c core/*.c core/layers/*.c core/detectors/*.c
+build roc_plot tests/bench/roc_plot.c core/font.c core/image.c core/safetensors.c core/common.c
 
 exec "$PY" tests/bench/bench.py
