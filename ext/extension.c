@@ -21,7 +21,15 @@ __declspec(dllexport)
 #endif
 __attribute__((visibility("default")))
 int sqlite3_anomaly_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *pApi) {
-  SQLITE_EXTENSION_INIT2(pApi);
+#ifndef SQLITE_CORE
+  /* SQLITE_EXTENSION_INIT2 stores pApi on every load, while other threads'
+  ** connections call through it: the same pointer each time, but a data
+  ** race all the same. Store it only when it changes, i.e. once. */
+  if( __atomic_load_n(&sqlite3_api, __ATOMIC_ACQUIRE) != pApi )
+    __atomic_store_n(&sqlite3_api, pApi, __ATOMIC_RELEASE);
+#else
+  (void)pApi;
+#endif
   if( sqlite3_libversion_number() < 3031000 ){
     *pzErrMsg = sqlite3_mprintf("sqlite-anomaly needs SQLite 3.31 or later, found %s",
                                 sqlite3_libversion());

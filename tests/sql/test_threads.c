@@ -1,0 +1,183 @@
+/*
+** test_threads.c - one model, many connections, many threads.
+**
+** Four threads, each with its own connection to one database file, score the
+** same model over the same rows at once: every score must equal the score a
+** single thread computed first, bit for bit (the weights are shared read-only
+** through the process-wide cache; scratch is per statement). Then a writer
+** replaces the model while the readers keep scoring: every statement sees
+** one model from its first row to its last (never a mix, never a half-read
+** file), and once the replacement has committed the next statements score
+** with the new one. Run under ThreadSanitizer with `make test SANITIZE=thread`.
+*/
+#include <math.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "core/image.h"
+#include "sqltest.h"
+
+#define THREADS 4
+#define ROWS 48
+#define DB "build/test-threads.db"
+
+static double single[ROWS], replaced[ROWS];
+
+/* ROWS 40 x 36 grey PNGs of stripes and noise into photos(id, image). */
+static void make_photos(sqlite3 *db) {
+  exec_ok(db, "CREATE TABLE photos(id INTEGER PRIMARY KEY, image BLOB)");
+  uint32_t s = 1;
+  for(int i = 0; i < ROWS; i++){
+    unsigned char px[40 * 36], *png;
+    for(int k = 0; k < 40 * 36; k++){
+      s = s * 1664525u + 1013904223u;
+      px[k] = (unsigned char)((k % 40 < 8 + i % 20 ? 200 : 40) + (s >> 28));
+    }
+    size_t n;
+    anom_err e;
+    assert_int_equal(image_encode_png(&png, &n, px, 40, 36, 1, &e), ANOM_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO photos VALUES (?1, ?2)", -1, &st, 0),
+                     SQLITE_OK);
+    sqlite3_bind_int(st, 1, i);
+    sqlite3_bind_blob(st, 2, png, (int)n, SQLITE_TRANSIENT);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    anom_free(png);
+  }
+}
+
+/* Score every row with model 'm' in one statement; returns 0, or SQLITE_BUSY
+** and the like when the statement could not run. */
+static int score_all(sqlite3 *db, double *out) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db, "SELECT id, anomaly_score(image, 'm') FROM photos ORDER BY id",
+                              -1, &st, 0);
+  if( rc ) return rc;
+  int i = 0;
+  while( (rc = sqlite3_step(st)) == SQLITE_ROW ){
+    if( i < ROWS ) out[i] = sqlite3_column_double(st, 1);
+    i++;
+  }
+  sqlite3_finalize(st);
+  if( rc != SQLITE_DONE ) return rc;
+  return i == ROWS ? 0 : SQLITE_CORRUPT;
+}
+
+typedef struct reader {
+  int rounds;              /* statements to run; 0: until stop is set */
+  int *stop;               /* set by the writer's side when done */
+  int *phase;              /* 1 once the last replacement has committed */
+  int ok, old, new_, mixed, failed;
+  int after, after_new;    /* statements begun after it, and those with the new model */
+} reader;
+
+static void *read_loop(void *arg) {
+  reader *r = arg;
+  sqlite3 *db;
+  if( sqlite3_open_v2(DB, &db, SQLITE_OPEN_READWRITE, NULL) ){ r->failed++; return NULL; }
+  sqlite3_busy_timeout(db, 10000);
+  sqlite3_enable_load_extension(db, 1);
+  if( sqlite3_load_extension(db, ext_path(), NULL, NULL) ){ r->failed++; sqlite3_close(db); return NULL; }
+  double got[ROWS];
+  for(int k = 0; r->rounds ? k < r->rounds : !__atomic_load_n(r->stop, __ATOMIC_ACQUIRE); k++){
+    int late = r->phase && __atomic_load_n(r->phase, __ATOMIC_ACQUIRE);
+    if( score_all(db, got) ){ __atomic_add_fetch(&r->failed, 1, __ATOMIC_RELEASE); continue; }
+    int same_old = 1, same_new = 1;
+    for(int i = 0; i < ROWS; i++){
+      same_old &= got[i] == single[i];
+      same_new &= got[i] == replaced[i];
+    }
+    if( same_old ) r->old++;
+    else if( same_new ) r->new_++;
+    else r->mixed++;
+    r->ok++;
+    if( late ){
+      r->after_new += same_new;
+      __atomic_add_fetch(&r->after, 1, __ATOMIC_RELEASE);
+    }
+  }
+  sqlite3_close(db);
+  return NULL;
+}
+
+static void test_threads(void **state) {
+  (void)state;
+  remove(DB);
+  sqlite3 *db = open_db(DB);
+  exec_ok(db, "PRAGMA journal_mode = WAL");
+  make_photos(db);
+  exec_ok(db, "INSERT INTO anomaly_models(name, model) VALUES ('m', "
+              "anomaly_model_from_file('" TINY64 "'))");
+  assert_int_equal(score_all(db, replaced), 0);     /* the replacement's scores */
+  exec_ok(db, "INSERT OR REPLACE INTO anomaly_models(name, model) VALUES ('m', "
+              "anomaly_model_from_file('" TINY "'))");
+  assert_int_equal(score_all(db, single), 0);       /* one thread, the model in use */
+  int differ = 0;
+  for(int i = 0; i < ROWS; i++) differ += single[i] != replaced[i];
+  assert_int_equal(differ, ROWS);
+
+  /* four threads at once: the single thread's scores, bit for bit */
+  pthread_t t[THREADS];
+  reader r[THREADS];
+  int stop = 0, phase = 0;
+  for(int k = 0; k < THREADS; k++){
+    r[k] = (reader){.rounds = 6, .stop = &stop};
+    assert_int_equal(pthread_create(&t[k], NULL, read_loop, &r[k]), 0);
+  }
+  for(int k = 0; k < THREADS; k++){
+    pthread_join(t[k], NULL);
+    printf("# reader %d: %d statements, all the single thread's scores: %d\n", k, r[k].ok, r[k].old);
+    assert_int_equal(r[k].failed, 0);
+    assert_int_equal(r[k].ok, 6);
+    assert_int_equal(r[k].old, 6);
+  }
+
+  /* replaced while they score: whole statements of one model or the other */
+  for(int k = 0; k < THREADS; k++){
+    r[k] = (reader){.rounds = 0, .stop = &stop, .phase = &phase};
+    assert_int_equal(pthread_create(&t[k], NULL, read_loop, &r[k]), 0);
+  }
+  sqlite3_busy_timeout(db, 10000);
+  for(int round = 0; round < 4; round++){
+    usleep(20000);
+    exec_ok(db, round % 2 == 0
+      ? "INSERT OR REPLACE INTO anomaly_models(name, model) VALUES ('m', anomaly_model_from_file('" TINY64 "'))"
+      : "INSERT OR REPLACE INTO anomaly_models(name, model) VALUES ('m', anomaly_model_from_file('" TINY "'))");
+  }
+  exec_ok(db, "INSERT OR REPLACE INTO anomaly_models(name, model) VALUES ('m', "
+              "anomaly_model_from_file('" TINY64 "'))");
+  /* after the last commit, each reader's next statements see the new model */
+  __atomic_store_n(&phase, 1, __ATOMIC_RELEASE);
+  double after[ROWS];
+  assert_int_equal(score_all(db, after), 0);
+  for(int i = 0; i < ROWS; i++) assert_true(after[i] == replaced[i]);
+  for(int k = 0; k < THREADS; k++)      /* until each has run two statements more */
+    while( __atomic_load_n(&r[k].after, __ATOMIC_ACQUIRE) < 2
+           && __atomic_load_n(&r[k].failed, __ATOMIC_ACQUIRE) == 0 ) usleep(1000);
+  __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+  for(int k = 0; k < THREADS; k++){
+    pthread_join(t[k], NULL);
+    printf("# reader %d: %d statements: %d old model, %d new, %d mixed, %d failed\n", k,
+           r[k].ok, r[k].old, r[k].new_, r[k].mixed, r[k].failed);
+    assert_int_equal(r[k].mixed, 0);
+    assert_int_equal(r[k].failed, 0);
+    assert_true(r[k].after >= 2);
+    assert_int_equal(r[k].after_new, r[k].after);
+  }
+  /* a fresh connection now: the new model */
+  sqlite3 *db2 = open_db(DB);
+  double fresh[ROWS];
+  assert_int_equal(score_all(db2, fresh), 0);
+  for(int i = 0; i < ROWS; i++) assert_true(fresh[i] == replaced[i]);
+  sqlite3_close(db2);
+  sqlite3_close(db);
+  remove(DB);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
