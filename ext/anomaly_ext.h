@@ -88,6 +88,14 @@ int anom_decode(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
 void anom_result_error(sqlite3_context *ctx, const char *fn, int rc, const char *msg);
 const char *anom_type_name(int sqlite_type);
 
+/*
+** Whether sqlite3_interrupt() was called on db while a statement runs:
+** sqlite3_is_interrupted() on SQLite 3.41 and later (also when built with
+** older headers); before 3.41, whether a trivial statement fails with
+** SQLITE_INTERRUPT, which works while the interrupted statement is active.
+*/
+int anom_is_interrupted(sqlite3 *db);
+
 /* ---- functions.c, train.c, eval.c, maps.c */
 int anom_register_functions(sqlite3 *db, anom_conn *cn);
 int anom_register_train(sqlite3 *db, anom_conn *cn);

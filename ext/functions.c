@@ -39,6 +39,29 @@ void anom_stmt_model_free(void *p) {
   anom_free(sm);
 }
 
+int anom_is_interrupted(sqlite3 *db) {
+#if SQLITE_VERSION_NUMBER >= 3041000
+  return sqlite3_is_interrupted(db);
+#else
+# ifndef SQLITE_CORE
+  /* built against older headers: the routines table only grows, so a 3.41
+  ** library has is_interrupted right after the last member we know */
+  if( sqlite3_libversion_number() >= 3041000 ){
+    const struct { sqlite3_api_routines known; int (*is_interrupted)(sqlite3 *); } *api =
+      (const void *)sqlite3_api;
+    return api->is_interrupted(db);
+  }
+# endif
+  /* older libraries: a statement run now fails at once if db is interrupted */
+  sqlite3_stmt *st;
+  if( sqlite3_prepare_v2(db, "SELECT 1", -1, &st, 0) != SQLITE_OK )
+    return sqlite3_errcode(db) == SQLITE_INTERRUPT;
+  int rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc == SQLITE_INTERRUPT;
+#endif
+}
+
 const char *anom_type_name(int t) {
   switch( t ){
     case SQLITE_INTEGER: return "INTEGER";

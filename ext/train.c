@@ -45,6 +45,7 @@ typedef struct train_agg {
   float *x;                        /* n tensors (C, H, W) */
   size_t n, cap, nulls;
   int failed;                      /* a row failed: xFinal must not train */
+  sqlite3 *db;                     /* for train_interrupted */
 } train_agg;
 
 static const char *const general_keys[] = {"epochs", "batch", "seed", "holdout",
@@ -310,6 +311,12 @@ static void print_progress(void *ctx, const train_progress *p) {
   fflush(stderr);
 }
 
+/* core/train.c polls this between batches. */
+static int train_interrupted(void *ctx) {
+  const train_agg *a = ctx;
+  return anom_is_interrupted(a->db);
+}
+
 static void agg_free(train_agg *a) {
   sqlite3_free(a->name);
   sqlite3_free(a->method);
@@ -333,11 +340,13 @@ static void trainFinal(sqlite3_context *ctx) {
   anom_err e;
   anom_err_clear(&e);
   train_report rep;
-  if( !a->quiet && isatty(2) ){
-    a->topt.progress = print_progress;
-    a->topt.ctx = a;
-  }
-  int rc = model_train(a->model, a->x, (int)a->n, &a->topt, &rep, &e);
+  a->db = db;
+  a->topt.ctx = a;
+  a->topt.interrupted = train_interrupted;
+  if( !a->quiet && isatty(2) ) a->topt.progress = print_progress;
+  /* an interrupted scan ends here too, as SQLite cleans the aggregate up */
+  int rc = anom_is_interrupted(db) ? ANOM_EINTR
+         : model_train(a->model, a->x, (int)a->n, &a->topt, &rep, &e);
   unsigned char *blob = NULL;
   size_t nblob = 0;
   if( rc == ANOM_OK ){
@@ -349,7 +358,10 @@ static void trainFinal(sqlite3_context *ctx) {
   }
   if( rc ){
     if( rc == ANOM_ENOMEM ) sqlite3_result_error_nomem(ctx);
-    else agg_error(ctx, "%s", e.msg);
+    else if( rc == ANOM_EINTR ){
+      agg_error(ctx, "interrupted; no model was written");
+      sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    }else agg_error(ctx, "%s", e.msg);
     agg_free(a);
     return;
   }

@@ -12,6 +12,7 @@
 */
 #include <math.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/image.h"
@@ -175,9 +176,78 @@ static void test_threads(void **state) {
   remove(DB);
 }
 
+typedef struct interrupter {
+  sqlite3 *db;
+  int ms;
+} interrupter;
+
+static void *interrupt_later(void *arg) {
+  interrupter *it = arg;
+  usleep((useconds_t)it->ms * 1000);
+  sqlite3_interrupt(it->db);
+  return NULL;
+}
+
+/* Run sql on db with sqlite3_interrupt() after ms; returns its status and
+** the seconds it took, with the message in err. */
+static int run_interrupted(sqlite3 *db, const char *sql, int ms, double *secs, char **err) {
+  pthread_t t;
+  interrupter it = {db, ms};
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  assert_int_equal(pthread_create(&t, NULL, interrupt_later, &it), 0);
+  int rc = sqlite3_exec(db, sql, 0, 0, err);
+  pthread_join(t, NULL);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  *secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+  return rc;
+}
+
+/*
+** sqlite3_interrupt stops a long anomaly_train, during its scan or its
+** training, within a batch, and writes no model; and a long scan of scores.
+*/
+static void test_interrupt(void **state) {
+  (void)state;
+  remove(DB);
+  sqlite3 *db = open_db(DB);
+  make_photos(db);
+  exec_ok(db, "CREATE TABLE many AS SELECT p.image FROM photos p, photos q");  /* 2,304 rows */
+  const char *train = "SELECT anomaly_train('long', 'ganomaly', image, '{\"epochs\": 500, "
+                      "\"size\": 32, \"ngf\": 8, \"nz\": 8, \"quiet\": true}') FROM many";
+  /* during the training (the scan takes a fraction of a second) */
+  double secs;
+  char *err = NULL;
+  int rc = run_interrupted(db, train, 1500, &secs, &err);
+  printf("# interrupted training after %.2f s: %s\n", secs, err ? err : "(no error)");
+  assert_int_equal(rc, SQLITE_INTERRUPT);
+  assert_non_null(strstr(err, "anomaly_train: interrupted; no model was written"));
+  assert_true(secs < 10);
+  sqlite3_free(err);
+  /* during the scan */
+  rc = run_interrupted(db, train, 20, &secs, &err);
+  printf("# interrupted scan after %.2f s: %s\n", secs, err ? err : "(no error)");
+  assert_int_equal(rc, SQLITE_INTERRUPT);
+  assert_true(secs < 10);
+  sqlite3_free(err);
+  assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models WHERE name = 'long'"), 0);
+  /* a scoring scan */
+  exec_ok(db, "INSERT INTO anomaly_models(name, model) VALUES ('m', anomaly_model_from_file('" TINY64 "'))");
+  rc = run_interrupted(db, "SELECT sum(anomaly_score(p.image, 'm')) FROM many p, photos", 300,
+                       &secs, &err);
+  printf("# interrupted scoring scan after %.2f s: %s\n", secs, err ? err : "(no error)");
+  assert_int_equal(rc, SQLITE_INTERRUPT);
+  sqlite3_free(err);
+  /* the connection works on */
+  assert_true(query_double(db, "SELECT anomaly_score(image, 'm') FROM photos WHERE id = 1") > 0);
+  sqlite3_close(db);
+  remove(DB);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_threads),
+    cmocka_unit_test(test_interrupt),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
