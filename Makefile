@@ -90,13 +90,80 @@ bench: deps-demo
 
 test: deps-test
 	@$(MAKE) --no-print-directory $(EXT_SO) $(UNIT_BIN) $(SQL_BIN)
-	@ANOMALY_EXT=./$(basename $(EXT_SO)) SANITIZE=$(SANITIZE) sh tests/run.sh $(UNIT_BIN) $(SQL_BIN)
+	@ANOMALY_EXT=./$(basename $(EXT_SO)) ANOMALY_OOM_EXT=$(BUILD)/tests/anomaly_oom.so SANITIZE=$(SANITIZE) sh tests/run.sh $(UNIT_BIN) $(SQL_BIN)
 
-$(BUILD)/tests/sql_%: tests/sql/test_%.c tests/sql/sqltest.h $(TCORE_OBJ) $(EXT_SO)
+$(BUILD)/tests/sql_%: tests/sql/test_%.c tests/sql/sqltest.h $(TCORE_OBJ) $(EXT_SO) $(BUILD)/tests/anomaly_oom.so
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DANOM_TEST -o $@ $< $(TCORE_OBJ) $(LDFLAGS) $(LDLIBS) -lsqlite3 -lcmocka
+	$(CC) $(CFLAGS) -DANOM_TEST -o $@ $< $(TCORE_OBJ) $(LDFLAGS) $(LDLIBS) -lsqlite3 -lcmocka -ldl
+
+# the extension over the test build of core/, whose allocations can be made
+# to fail (tests/sql/test_oom.c)
+$(BUILD)/tests/anomaly_oom.so: $(TCORE_OBJ) $(EXT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 clean:
 	rm -rf build build-san-* anomaly.so
+
+# ---- fuzzing (tests/fuzz/README.md): libFuzzer harnesses built with clang,
+# ASan and UBSan into build-fuzz/. `make fuzz` runs each for FUZZ_SECONDS on
+# a work copy of its seed corpus (build-fuzz/corpus/NAME); FUZZ=image runs one.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_NAMES   := image model options registry
+FUZZ         ?= $(FUZZ_NAMES)
+FUZZ_BUILD   := build-fuzz
+# every check aborts, except pointer-overflow, which honours the known
+# findings in tests/fuzz/ubsan.supp (only recoverable checks can be skipped)
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fsanitize-recover=pointer-overflow
+FUZZ_ENV     := OPENBLAS_NUM_THREADS=1 \
+                UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=tests/fuzz/ubsan.supp
+FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -DSQLITE_CORE -Wall -Wextra \
+                -I. -Icore -I/usr/include/stb $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_LDLIBS  := -lsqlite3 -lopenblas -lcjson -lm -lpthread
+FUZZ_CORE    := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_EXT     := $(EXT_SRC:%.c=$(FUZZ_BUILD)/%.o)
+# what each harness links, its longest input and its dictionary
+FUZZ_OBJ_image    := $(FUZZ_CORE)
+FUZZ_OBJ_model    := $(FUZZ_CORE)
+FUZZ_OBJ_options  := $(FUZZ_CORE) $(FUZZ_EXT)
+FUZZ_OBJ_registry := $(FUZZ_CORE) $(FUZZ_EXT)
+FUZZ_LEN_image    := 65536
+FUZZ_LEN_model    := 262144
+FUZZ_LEN_options  := 4096
+FUZZ_LEN_registry := 262144
+FUZZ_DICT_image    := tests/fuzz/image.dict
+FUZZ_DICT_model    := tests/fuzz/model.dict
+FUZZ_DICT_options  := tests/fuzz/options.dict
+FUZZ_DICT_registry := tests/fuzz/model.dict
+
+.PHONY: fuzz
+fuzz: $(FUZZ:%=$(FUZZ_BUILD)/fuzz_%)
+	@failed=""; for f in $(FUZZ); do \
+	  $(MAKE) --no-print-directory fuzz-run-$$f || failed="$$failed $$f"; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "fuzz: crashes in:$$failed (inputs in $(FUZZ_BUILD)/artifacts/)"; exit 1; fi
+
+# one run: a work copy of the seed corpus, so that tests/ is never written
+fuzz-run-%: $(FUZZ_BUILD)/fuzz_%
+	@mkdir -p $(FUZZ_BUILD)/corpus/$* $(FUZZ_BUILD)/artifacts
+	@cp -n tests/fuzz/corpus/$*/* $(FUZZ_BUILD)/corpus/$*/
+	@echo "fuzz_$*: $(FUZZ_SECONDS) s on $(FUZZ_BUILD)/corpus/$*"
+	$(FUZZ_ENV) ./$< -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_LEN_$*) \
+	  -dict=$(FUZZ_DICT_$*) -rss_limit_mb=2048 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_BUILD)/artifacts/$*- $(FUZZ_BUILD)/corpus/$*
+
+# kept between builds (make would delete them as intermediate files)
+.SECONDARY: $(FUZZ_CORE) $(FUZZ_EXT)
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+.SECONDEXPANSION:
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_OBJ_$$*) $$(wildcard tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ_$*) $(FUZZ_LDLIBS)
 
 -include $(shell find build* -name '*.d' 2>/dev/null)

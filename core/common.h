@@ -61,8 +61,9 @@ int anom_mul_size(size_t a, size_t b, size_t *out);
 int anom_add_size(size_t a, size_t b, size_t *out);
 
 #ifdef ANOM_TEST
-/* Make the n-th allocation from now fail (n >= 1); 0 turns it off. */
-void anom_alloc_fail_after(long n);
+/* Make the n-th allocation from now fail (n >= 1); 0 turns it off.
+** Visible outside a test build of the extension, for tests/sql/test_oom.c. */
+__attribute__((visibility("default"))) void anom_alloc_fail_after(long n);
 #endif
 
 #endif /* ANOM_COMMON_H */

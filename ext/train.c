@@ -286,6 +286,7 @@ static int train_row(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value
   }
   rc = image_to_tensor(a->x + a->n * img, &im, a->width, a->height, a->channels, a->fit, &e);
   image_free(&im);
+  if( rc == ANOM_ENOMEM ){ sqlite3_result_error_nomem(ctx); return 1; }
   if( rc ){
     agg_error(ctx, "image %lld: %s", (long long)(a->n + a->nulls + 1), e.msg);
     return 1;
@@ -376,8 +377,14 @@ static void trainFinal(sqlite3_context *ctx) {
     src = sqlite3_finalize(st);
   }
   anom_free(blob);
+  if( src == SQLITE_NOMEM ){
+    sqlite3_result_error_nomem(ctx);
+    agg_free(a);
+    return;
+  }
   if( src != SQLITE_OK ){
     agg_error(ctx, "saving the model: %s", sqlite3_errmsg(db));
+    if( src == SQLITE_INTERRUPT ) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
     agg_free(a);
     return;
   }
