@@ -739,7 +739,6 @@ void image_free(image_u8 *im) {
 /* ---------------------------------------------------------------------------
 ** Tensors.
 */
-#define IMAGE_MAX_TENSOR_SIDE 16384
 
 /* BT.601 luma, computed in float and rounded to the nearest byte. */
 static unsigned char luma(const unsigned char *rgb) {

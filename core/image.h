@@ -38,6 +38,9 @@ enum {
                            first, keeping aspect, if it is larger */
 };
 
+/* The largest tensor side image_to_tensor makes. */
+#define IMAGE_MAX_TENSOR_SIDE 16384
+
 /* The default decode budget: 64 Mpixel. */
 #define IMAGE_DEFAULT_MAX_PIXELS (64LL * 1024 * 1024)
 

@@ -20,8 +20,12 @@ typedef struct anom_conn {
   sqlite3 *db;
   long long max_pixels;       /* image decode budget (pixels) */
   model_limits limits;        /* model file limits */
+  long long max_train_mb;     /* the most anomaly_train's memory_mb may be */
   long long max_montage_rows; /* rows an anomaly_montage may hold */
 } anom_conn;
+
+/* The default of max_train_mb. */
+#define ANOM_TRAIN_MB 2048
 
 /* The default of max_montage_rows. */
 #define ANOM_MONTAGE_ROWS 64

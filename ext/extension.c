@@ -41,6 +41,7 @@ int sqlite3_anomaly_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routine
   cn->max_pixels = IMAGE_DEFAULT_MAX_PIXELS;
   model_limits_default(&cn->limits);
   cn->max_montage_rows = ANOM_MONTAGE_ROWS;
+  cn->max_train_mb = ANOM_TRAIN_MB;
   /* the anomaly_models module owns cn: SQLite frees it when the connection
   ** closes (or at once, should registering the module fail) */
   int rc = anom_register_models_vtab(db, cn);

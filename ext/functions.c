@@ -416,34 +416,42 @@ static void modelInfoFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
 static void configFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   anom_conn *cn = sqlite3_user_data(ctx);
   const char *key = (const char *)sqlite3_value_text(argv[0]);
-  long long *slot = NULL, lo = 1, hi = 0;
-  long long model_bytes = (long long)cn->limits.max_bytes;
-  if( key && strcmp(key, "max_pixels") == 0 ){
-    slot = &cn->max_pixels; hi = (long long)1 << 40;
-  }else if( key && strcmp(key, "max_model_bytes") == 0 ){
-    slot = &model_bytes; hi = (long long)1 << 40;
-  }else if( key && strcmp(key, "max_montage_rows") == 0 ){
-    slot = &cn->max_montage_rows; hi = 4096;
-  }else{
+  /* every limit as a long long, written back below */
+  long long v[6] = {cn->max_pixels, (long long)cn->limits.max_bytes,
+                    (long long)cn->limits.max_params, cn->limits.max_side,
+                    cn->max_train_mb, cn->max_montage_rows};
+  static const struct { const char *key; long long hi; } keys[6] = {
+    {"max_pixels", (long long)1 << 40}, {"max_model_bytes", (long long)1 << 40},
+    {"max_model_params", (long long)1 << 40}, {"max_model_side", IMAGE_MAX_TENSOR_SIDE},
+    {"max_train_mb", (long long)1 << 30}, {"max_montage_rows", 4096}};
+  int k = 0;
+  while( k < 6 && !(key && strcmp(key, keys[k].key) == 0) ) k++;
+  if( k == 6 ){
     char *z = sqlite3_mprintf("anomaly_config: unknown key '%s' (known: max_pixels, "
-                              "max_model_bytes, max_montage_rows)", key ? key : "NULL");
+                              "max_model_bytes, max_model_params, max_model_side, "
+                              "max_train_mb, max_montage_rows)", key ? key : "NULL");
     sqlite3_result_error(ctx, z ? z : "out of memory", -1);
     sqlite3_free(z);
     return;
   }
   if( argc == 2 ){
     if( sqlite3_value_type(argv[1]) != SQLITE_INTEGER
-        || sqlite3_value_int64(argv[1]) < lo || sqlite3_value_int64(argv[1]) > hi ){
-      char *z = sqlite3_mprintf("anomaly_config: '%s' must be an integer from %lld "
-                                "to %lld", key, lo, hi);
+        || sqlite3_value_int64(argv[1]) < 1 || sqlite3_value_int64(argv[1]) > keys[k].hi ){
+      char *z = sqlite3_mprintf("anomaly_config: '%s' must be an integer from 1 "
+                                "to %lld", key, keys[k].hi);
       sqlite3_result_error(ctx, z ? z : "out of memory", -1);
       sqlite3_free(z);
       return;
     }
-    *slot = sqlite3_value_int64(argv[1]);
-    cn->limits.max_bytes = (size_t)model_bytes;
+    v[k] = sqlite3_value_int64(argv[1]);
+    cn->max_pixels = v[0];
+    cn->limits.max_bytes = (size_t)v[1];
+    cn->limits.max_params = (int64_t)v[2];
+    cn->limits.max_side = (int)v[3];
+    cn->max_train_mb = v[4];
+    cn->max_montage_rows = v[5];
   }
-  sqlite3_result_int64(ctx, *slot);
+  sqlite3_result_int64(ctx, v[k]);
 }
 
 typedef struct func_def {

@@ -153,7 +153,8 @@ static int agg_start(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value
   }
   cJSON *hp = cJSON_CreateObject();
   long long epochs = 15, batch = ops->batch ? ops->batch : 64, seed = 0, size = 32, width = -1, height = -1;
-  long long channels = first->c, memory_mb = 2048;
+  long long channels = first->c;
+  long long memory_mb = cn->max_train_mb < 2048 ? cn->max_train_mb : 2048;
   double holdout = 0.1, thr = 0.99;
   int rc = 1;
   a->fit = IMAGE_FIT_RESIZE;
@@ -172,7 +173,7 @@ static int agg_start(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value
       || opt_int(ctx, o, "width", 1, cn->limits.max_side, &width)
       || opt_int(ctx, o, "height", 1, cn->limits.max_side, &height)
       || opt_int(ctx, o, "channels", 1, 3, &channels)
-      || opt_int(ctx, o, "memory_mb", 1, (long long)1 << 30, &memory_mb)
+      || opt_int(ctx, o, "memory_mb", 1, cn->max_train_mb, &memory_mb)
       || opt_bool(ctx, o, "replace", &a->replace)
       || opt_bool(ctx, o, "quiet", &a->quiet) )
     goto done;

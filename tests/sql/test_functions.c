@@ -268,6 +268,23 @@ static void test_bad_inputs(void **state) {
   exec_err(db, "SELECT anomaly_config('max_pixels', -1)",
            "anomaly_config: 'max_pixels' must be an integer from 1 to");
   exec_err(db, "SELECT anomaly_config('colour')", "anomaly_config: unknown key 'colour'");
+  /* the model limits, each refusing the tiny model (66,960 parameters, 32 a side) */
+  assert_int_equal(query_int(db, "SELECT anomaly_config('max_model_params')"), 256LL << 20);
+  exec_ok(db, "SELECT anomaly_config('max_model_params', 66959)");
+  exec_err(db, "SELECT anomaly_model_from_file('" TINY "')", "anomaly_model_from_file: invalid model: ");
+  exec_ok(db, "SELECT anomaly_config('max_model_params', 268435456)");
+  exec_ok(db, "SELECT anomaly_config('max_model_side', 16)");
+  exec_err(db, "SELECT anomaly_model_from_file('" TINY "')", "anomaly_model_from_file: invalid model: ");
+  exec_ok(db, "SELECT anomaly_config('max_model_side', 1024)");
+  exec_ok(db, "SELECT anomaly_config('max_model_bytes', 1000)");
+  exec_err(db, "SELECT anomaly_model_from_file('" TINY "')", "string or blob too big");
+  exec_ok(db, "SELECT anomaly_config('max_model_bytes', 1073741824)");
+  assert_true(query_int(db, "SELECT length(anomaly_model_from_file('" TINY "'))") > 0);
+  /* training memory: memory_mb may not pass the connection's cap */
+  exec_ok(db, "SELECT anomaly_config('max_train_mb', 100)");
+  exec_err(db, "SELECT anomaly_train('x', 'ganomaly', image, '{\"memory_mb\": 101}') FROM photos",
+           "anomaly_train: option 'memory_mb' must be an integer from 1 to 100");
+  exec_ok(db, "SELECT anomaly_config('max_train_mb', 2048)");
   /* model files */
   exec_err(db, "SELECT anomaly_model_from_file('tests/data/no-such.safetensors')",
            "anomaly_model_from_file: cannot open 'tests/data/no-such.safetensors': No such file");
