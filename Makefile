@@ -103,24 +103,24 @@ $(BUILD)/tests/anomaly_oom.so: $(TCORE_OBJ) $(EXT_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 clean:
-	rm -rf build build-san-* anomaly.so
+	rm -rf build build-san-* build-fuzz anomaly.so
 
 # ---- fuzzing (tests/fuzz/README.md): libFuzzer harnesses built with clang,
 # ASan and UBSan into build-fuzz/. `make fuzz` runs each for FUZZ_SECONDS on
-# a work copy of its seed corpus (build-fuzz/corpus/NAME); FUZZ=image runs one.
+# a work copy of its seed corpus (build-fuzz/corpus/NAME); FUZZ=image runs one;
+# an input slower than FUZZ_TIMEOUT seconds counts as a finding.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 60
 FUZZ_NAMES   := image model options registry
 FUZZ         ?= $(FUZZ_NAMES)
 FUZZ_BUILD   := build-fuzz
-# every check aborts, except pointer-overflow, which honours the known
-# findings in tests/fuzz/ubsan.supp (only recoverable checks can be skipped)
-FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-                -fsanitize-recover=pointer-overflow
-FUZZ_ENV     := OPENBLAS_NUM_THREADS=1 \
-                UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=tests/fuzz/ubsan.supp
+# every check aborts
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_ENV     := OPENBLAS_NUM_THREADS=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -DSQLITE_CORE -Wall -Wextra \
-                -I. -Icore -I/usr/include/stb $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+                -I. -Icore -I/usr/include/stb $(FUZZ_SAN) -fsanitize=fuzzer-no-link \
+                -fsanitize-coverage-ignorelist=tests/fuzz/coverage_ignore.txt
 FUZZ_LDLIBS  := -lsqlite3 -lopenblas -lcjson -lm -lpthread
 FUZZ_CORE    := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_EXT     := $(EXT_SRC:%.c=$(FUZZ_BUILD)/%.o)
@@ -152,7 +152,7 @@ fuzz-run-%: $(FUZZ_BUILD)/fuzz_%
 	@cp -n tests/fuzz/corpus/$*/* $(FUZZ_BUILD)/corpus/$*/
 	@echo "fuzz_$*: $(FUZZ_SECONDS) s on $(FUZZ_BUILD)/corpus/$*"
 	$(FUZZ_ENV) ./$< -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_LEN_$*) \
-	  -dict=$(FUZZ_DICT_$*) -rss_limit_mb=2048 -print_final_stats=1 \
+	  -dict=$(FUZZ_DICT_$*) -rss_limit_mb=2048 -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_BUILD)/artifacts/$*- $(FUZZ_BUILD)/corpus/$*
 
 # kept between builds (make would delete them as intermediate files)

@@ -580,7 +580,14 @@ static int bmp_complete(const unsigned char *b, size_t n, long long w,
     bpp = le16(b + 28);
     comp = le32(b + 30);
   }
-  if( comp != 0 && comp != 3 ) return ANOM_OK; /* the decoder refuses these */
+  /* Only uncompressed (0) and bit-field (3) BMPs are read. Refused here, not
+  ** left to stb_image 2.27: it reads the field as a signed int, refusing 1,
+  ** 2 and 4..INT_MAX but decoding 0x80000000 and above as uncompressed, with
+  ** zeros past the end of a short file (found by tests/fuzz/fuzz_image.c). */
+  if( comp != 0 && comp != 3 ){
+    return anom_fail(e, ANOM_EFORMAT, "unsupported BMP compression %u (RLE and "
+                     "embedded JPEG or PNG are refused)", (unsigned)comp);
+  }
   stride = ((unsigned long long)w * bpp + 31) / 32 * 4;
   need = (unsigned long long)off + stride * (unsigned long long)h;
   if( need > n ){

@@ -399,8 +399,11 @@ static void forward_cached(const net *nt, int n, const float *in, net_cache *c,
   for(int i = 0; i < nt->nlayers; i++){
     const layer *l = &nt->layers[i];
     float *dst = c->acts + c->off[i] * (size_t)c->n;
-    layer_forward(nt, l, n, dst, cur, scratch, bn_mode, c->bn + l->b_off,
-                  c->mask + l->m_off * (size_t)c->n, c->rng);
+    /* a frozen cache (AnoGAN's search) may have no bn or mask: they are
+    ** unused with running statistics, and NULL + offset is undefined */
+    float *bn = c->bn ? c->bn + l->b_off : NULL;
+    uint8_t *mask = c->mask ? c->mask + l->m_off * (size_t)c->n : NULL;
+    layer_forward(nt, l, n, dst, cur, scratch, bn_mode, bn, mask, c->rng);
     cur = dst;
   }
 }

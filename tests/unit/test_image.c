@@ -937,6 +937,16 @@ static void test_error_truncated_bmp(void **state) {
   decode_fails(b.p, b.n / 2, IMAGE_DEFAULT_MAX_PIXELS, ANOM_EFORMAT,
                "truncated BMP file");
   decode_fails(b.p, 30, IMAGE_DEFAULT_MAX_PIXELS, ANOM_EFORMAT, "BMP file");
+  /* compression 0x80000000 and up: stb 2.27 reads it as a negative int and
+  ** would decode the short file as uncompressed (a fuzzing find), and RLE */
+  unsigned char *h = malloc(b.n);
+  memcpy(h, b.p, b.n);
+  h[30] = 0; h[31] = 0; h[32] = 0; h[33] = 0x80;
+  decode_fails(h, 60, IMAGE_DEFAULT_MAX_PIXELS, ANOM_EFORMAT,
+               "unsupported BMP compression 2147483648 (RLE and embedded JPEG or PNG are refused)");
+  h[33] = 0; h[30] = 1;
+  decode_fails(h, b.n, IMAGE_DEFAULT_MAX_PIXELS, ANOM_EFORMAT, "corrupt BMP file: BMP RLE");
+  free(h);
   free(b.p);
 }
 
