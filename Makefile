@@ -50,7 +50,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 SQL_SRC  := $(wildcard tests/sql/test_*.c)
 SQL_BIN  := $(SQL_SRC:tests/sql/test_%.c=$(BUILD)/tests/sql_%)
 
-.PHONY: all deps deps-test deps-demo test demo bench clean
+.PHONY: all deps deps-test deps-demo test demo bench clean valgrind fuzz
 all: deps
 	@$(MAKE) --no-print-directory anomaly.so
 
@@ -91,6 +91,15 @@ bench: deps-demo
 test: deps-test
 	@$(MAKE) --no-print-directory $(EXT_SO) $(UNIT_BIN) $(SQL_BIN)
 	@ANOMALY_EXT=./$(basename $(EXT_SO)) ANOMALY_OOM_EXT=$(BUILD)/tests/anomaly_oom.so SANITIZE=$(SANITIZE) sh tests/run.sh $(UNIT_BIN) $(SQL_BIN)
+
+# the SQL tests under valgrind memcheck, with OpenBLAS's AVX2 kernels
+# (valgrind does not decode AVX-512)
+VALGRIND ?= valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect
+valgrind:
+	@scripts/deps.sh $(DEPS_TEST) valgrind
+	@$(MAKE) --no-print-directory $(EXT_SO) $(SQL_BIN)
+	@OPENBLAS_CORETYPE=Haswell ANOMALY_EXT=./$(basename $(EXT_SO)) \
+	  ANOMALY_OOM_EXT=$(BUILD)/tests/anomaly_oom.so VALGRIND="$(VALGRIND)" sh tests/run.sh $(SQL_BIN)
 
 $(BUILD)/tests/sql_%: tests/sql/test_%.c tests/sql/sqltest.h $(TCORE_OBJ) $(EXT_SO) $(BUILD)/tests/anomaly_oom.so
 	@mkdir -p $(dir $@)
