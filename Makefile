@@ -1,7 +1,10 @@
 # sqlite-anomaly: a SQLite extension that scores images for anomalies.
 #
 #   make            build ./anomaly.so (load it with .load ./anomaly)
-#   make test       build and run every test (SANITIZE=1 for ASan+UBSan)
+#   make test       build and run every test (SANITIZE=1 for ASan+UBSan,
+#                   SANITIZE=thread for ThreadSanitizer)
+#   make valgrind   the SQL tests under valgrind memcheck
+#   make fuzz       libFuzzer harnesses, FUZZ_SECONDS each (tests/fuzz/README.md)
 #   make demo       Fashion-MNIST demo in demo.db
 #   make bench      benchmarks under tests/bench/
 #
