@@ -92,6 +92,10 @@ int anom_decode(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
 void anom_result_error(sqlite3_context *ctx, const char *fn, int rc, const char *msg);
 const char *anom_type_name(int sqlite_type);
 
+/* 1, with "string or blob too big" set on ctx, when a result of n bytes
+** would pass the connection's SQLITE_LIMIT_LENGTH. */
+int anom_too_big(sqlite3_context *ctx, size_t n);
+
 /*
 ** Whether sqlite3_interrupt() was called on db while a statement runs:
 ** sqlite3_is_interrupted() on SQLite 3.41 and later (also when built with

@@ -39,6 +39,15 @@ void anom_stmt_model_free(void *p) {
   anom_free(sm);
 }
 
+int anom_too_big(sqlite3_context *ctx, size_t n) {
+  int limit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
+  if( n > (size_t)limit ){
+    sqlite3_result_error_toobig(ctx);
+    return 1;
+  }
+  return 0;
+}
+
 int anom_is_interrupted(sqlite3 *db) {
 #if SQLITE_VERSION_NUMBER >= 3041000
   return sqlite3_is_interrupted(db);
@@ -314,6 +323,7 @@ static void reconstructFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
     }
     anom_free(px);
     if( rc ) anom_result_error(ctx, fn, rc, e.msg);
+    else if( anom_too_big(ctx, npng) ) anom_free(png);
     else sqlite3_result_blob64(ctx, png, npng, anom_free);
   }
   call_end(ctx, &cs);

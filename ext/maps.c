@@ -228,19 +228,10 @@ static int map_range(sqlite3_context *ctx, const char *fn, const map_opts *o,
   return 0;
 }
 
-static int too_big(sqlite3_context *ctx, size_t n) {
-  int limit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
-  if( n > (size_t)limit ){
-    sqlite3_result_error_toobig(ctx);
-    return 1;
-  }
-  return 0;
-}
-
 /* The smoothed map as width*height little-endian float32 values. */
 static void result_f32(sqlite3_context *ctx, const float *map, size_t n) {
   size_t bytes = n * 4;
-  if( too_big(ctx, bytes) ) return;
+  if( anom_too_big(ctx, bytes) ) return;
   unsigned char *b = sqlite3_malloc64(bytes ? bytes : 1);
   if( !b ){ sqlite3_result_error_nomem(ctx); return; }
   for(size_t i = 0; i < n; i++){
@@ -292,7 +283,7 @@ static void mapFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         heatmap_paint(px, big, n, lo, hi, o->style, im.px, im.c, o->alpha);
         int rc = image_encode_png(&png, &npng, px, im.w, im.h, c, &e);
         if( rc ) anom_result_error(ctx, fn, rc, e.msg);
-        else if( !too_big(ctx, npng) ){
+        else if( !anom_too_big(ctx, npng) ){
           sqlite3_result_blob64(ctx, png, npng, anom_free);
           png = NULL;
         }
@@ -401,7 +392,7 @@ static void montageFinal(sqlite3_context *ctx) {
       anom_err_clear(&e);
       int rc = montage_png(a->mt, &png, &npng, &e);
       if( rc ) anom_result_error(ctx, fn, rc, e.msg);
-      else if( !too_big(ctx, npng) ){
+      else if( !anom_too_big(ctx, npng) ){
         sqlite3_result_blob64(ctx, png, npng, anom_free);
         png = NULL;
       }

@@ -297,6 +297,11 @@ static void test_options_and_errors(void **state) {
   sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 4000);
   exec_err(db, "SELECT anomaly_map(image, 'g', '{\"format\": \"f32\"}') FROM probe WHERE id = 1",
            "string or blob too big");
+  sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 100);
+  exec_err(db, "SELECT anomaly_map(image, 'g') FROM probe WHERE id = 1", "string or blob too big");
+  exec_err(db, "SELECT anomaly_reconstruct(image, 'g') FROM probe WHERE id = 1",
+           "string or blob too big");
+  exec_err(db, "SELECT anomaly_montage(image, 'g') FROM probe", "string or blob too big");
   sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 1000000000);
 
   /* montage: at most 64 rows by default, or what anomaly_config says */
