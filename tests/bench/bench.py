@@ -80,6 +80,8 @@ Environment (all optional):
                          prints tile_auroc.sh's output)
   TILE_DIR=dir           the magnetic-tile folder (../shared/data/magnetic_tile),
                          passed on to tile_auroc.sh
+  BENCH_TILE_LOGS=dir    read each method's tile_auroc.sh output from dir/tiles-METHOD.txt
+                         (runs made earlier, e.g. several at once) instead of running it
   BENCH_DOCS=0           leave docs/ alone (pictures go to build/bench/img/)
 """
 
@@ -807,6 +809,7 @@ DEFAULT_TILE_METHODS = ('ganomaly skipganomaly egbad alad:{"nf":64} defectgan ca
                         'anogan:{"steps":100}')
 TILE_CMD = shlex.split(os.environ.get("BENCH_TILE_CMD", "sh tests/bench/tile_auroc.sh"))
 TILE_REUSE = os.environ.get("BENCH_TILE_REUSE", "0") not in ("", "0")
+TILE_LOGS = os.environ.get("BENCH_TILE_LOGS", "")
 
 METHOD_NAMES = {"ganomaly": "GANomaly", "skipganomaly": "Skip-GANomaly", "egbad": "EGBAD",
                 "alad": "ALAD", "anogan": "AnoGAN", "defectgan": "defectgan", "caae": "caae"}
@@ -861,10 +864,20 @@ def tiles():
         if QUICK:
             opts = json.dumps(dict(json.loads(opts), epochs=1))
         cmd = TILE_CMD + [method, opts]
-        log("%s %s on the magnetic tiles (%s)" % ("evaluating" if TILE_REUSE else "training",
-                                                  method, shlex.join(cmd)))
+        if TILE_LOGS:
+            # the output of runs made earlier (several methods at once, say)
+            path = "%s/tiles-%s.txt" % (TILE_LOGS, method)
+            log("reading %s (the output of %s)" % (path, shlex.join(cmd)))
+            with open(path) as f:
+                out, dt = f.read(), None
+            if "pixel_auroc" not in out:
+                raise RuntimeError("%s: the run has not finished" % path)
+        else:
+            log("%s %s on the magnetic tiles (%s)" % ("evaluating" if TILE_REUSE else "training",
+                                                      method, shlex.join(cmd)))
         try:
-            out, dt = run(cmd, env=extra)
+            if not TILE_LOGS:
+                out, dt = run(cmd, env=extra)
         except CommandError as err:
             if err.status == 2:       # tile_auroc.sh: no tile folder
                 log("no magnetic-tile folder (TILE_DIR=%s): part \"tiles\" skipped" % TILE_DIR)
@@ -1057,7 +1070,10 @@ def block_tiles(rows, fig, machine, base):
          "cores), OpenBLAS core %s, %d thread(s)%s; seconds are wall-clock." % (machine["date"], machine["cpu"], machine["cores"],
                                       machine["openblas_core"], machine["threads"],
                                       ", models of an earlier run (BENCH_TILE_REUSE=1)"
-                                      if TILE_REUSE else ""),
+                                      if TILE_REUSE else
+                                      ", from the outputs of the commands below run beforehand, "
+                                      "up to four at once beside other work (BENCH_TILE_LOGS)"
+                                      if TILE_LOGS else ""),
          "",
          "| method | options | image AUROC | parts | pixel AUROC | F1 at the threshold | "
          "training s | scoring s |",
