@@ -96,6 +96,11 @@ const char *anom_type_name(int sqlite_type);
 ** would pass the connection's SQLITE_LIMIT_LENGTH. */
 int anom_too_big(sqlite3_context *ctx, size_t n);
 
+/* Set (h, w, c) bytes as a PNG result of ctx, or the error (the encoder's,
+** or "string or blob too big"). */
+void anom_result_png(sqlite3_context *ctx, const char *fn, const unsigned char *px,
+                     int w, int h, int c);
+
 /*
 ** Whether sqlite3_interrupt() was called on db while a statement runs:
 ** sqlite3_is_interrupted() on SQLite 3.41 and later (also when built with

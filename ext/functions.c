@@ -48,6 +48,18 @@ int anom_too_big(sqlite3_context *ctx, size_t n) {
   return 0;
 }
 
+void anom_result_png(sqlite3_context *ctx, const char *fn, const unsigned char *px,
+                     int w, int h, int c) {
+  unsigned char *png;
+  size_t n;
+  anom_err e;
+  anom_err_clear(&e);
+  int rc = image_encode_png(&png, &n, px, w, h, c, &e);
+  if( rc ) anom_result_error(ctx, fn, rc, e.msg);
+  else if( anom_too_big(ctx, n) ) anom_free(png);
+  else sqlite3_result_blob64(ctx, png, n, anom_free);
+}
+
 int anom_is_interrupted(sqlite3 *db) {
 #if SQLITE_VERSION_NUMBER >= 3041000
   return sqlite3_is_interrupted(db);
@@ -311,20 +323,14 @@ static void reconstructFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv
   score_result r;
   if( !score_image(ctx, fn, argv, sm, cs.opts, &r, 1) ){
     const anom_model *m = sm->cm->model;
-    size_t npx = (size_t)m->channels * m->height * m->width;
-    unsigned char *px = anom_malloc(npx), *png = NULL;
-    size_t npng = 0;
-    anom_err e;
-    anom_err_clear(&e);
-    int rc = px ? ANOM_OK : ANOM_ENOMEM;
-    if( rc == ANOM_OK ){
+    unsigned char *px = anom_malloc((size_t)m->channels * m->height * m->width);
+    if( !px ){
+      sqlite3_result_error_nomem(ctx);
+    }else{
       image_from_tensor(px, sm->recon, m->width, m->height, m->channels);
-      rc = image_encode_png(&png, &npng, px, m->width, m->height, m->channels, &e);
+      anom_result_png(ctx, fn, px, m->width, m->height, m->channels);
+      anom_free(px);
     }
-    anom_free(px);
-    if( rc ) anom_result_error(ctx, fn, rc, e.msg);
-    else if( anom_too_big(ctx, npng) ) anom_free(png);
-    else sqlite3_result_blob64(ctx, png, npng, anom_free);
   }
   call_end(ctx, &cs);
 }

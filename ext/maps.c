@@ -268,11 +268,8 @@ static void mapFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     size_t hw = (size_t)m->width * m->height, n = (size_t)im.w * im.h;
     int c = o->style == HEATMAP_GREY ? 1 : 3;
     float *big = NULL;
-    unsigned char *px = NULL, *png = NULL;
-    size_t npng = 0;
+    unsigned char *px = NULL;
     double lo, hi;
-    anom_err e;
-    anom_err_clear(&e);
     if( o->f32 ){
       result_f32(ctx, sm->map, hw);
     }else if( !(big = anom_malloc(n * sizeof(float))) || !(px = anom_malloc(n * c)) ){
@@ -281,15 +278,9 @@ static void mapFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
       heatmap_resample(big, im.w, im.h, sm->map, m->width, m->height, m->fit);
       if( !map_range(ctx, fn, o, m, big, n, &lo, &hi) ){
         heatmap_paint(px, big, n, lo, hi, o->style, im.px, im.c, o->alpha);
-        int rc = image_encode_png(&png, &npng, px, im.w, im.h, c, &e);
-        if( rc ) anom_result_error(ctx, fn, rc, e.msg);
-        else if( !anom_too_big(ctx, npng) ){
-          sqlite3_result_blob64(ctx, png, npng, anom_free);
-          png = NULL;
-        }
+        anom_result_png(ctx, fn, px, im.w, im.h, c);
       }
     }
-    anom_free(png);
     anom_free(px);
     anom_free(big);
     image_free(&im);
