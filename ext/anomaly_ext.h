@@ -88,6 +88,10 @@ void anom_stmt_model_free(void *sm);
 int anom_decode(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
                 const stmt_model *sm, struct image_u8 *keep);
 
+/* Set an error formatted as sqlite3_mprintf does (out of memory as
+** SQLITE_NOMEM); messages start with the function's name. */
+void anom_result_errorf(sqlite3_context *ctx, const char *fmt, ...);
+
 /* Set a core error on ctx as "fn: msg" (out of memory as SQLITE_NOMEM). */
 void anom_result_error(sqlite3_context *ctx, const char *fn, int rc, const char *msg);
 const char *anom_type_name(int sqlite_type);

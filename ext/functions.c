@@ -23,6 +23,7 @@ SQLITE_EXTENSION_INIT3
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +38,16 @@ void anom_stmt_model_free(void *p) {
   anom_free(sm->map);
   anom_free(sm->tmp);
   anom_free(sm);
+}
+
+void anom_result_errorf(sqlite3_context *ctx, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *z = sqlite3_vmprintf(fmt, ap);
+  va_end(ap);
+  if( z ) sqlite3_result_error(ctx, z, -1);
+  else sqlite3_result_error_nomem(ctx);
+  sqlite3_free(z);
 }
 
 int anom_too_big(sqlite3_context *ctx, size_t n) {
@@ -105,11 +116,9 @@ void anom_result_error(sqlite3_context *ctx, const char *fn, int rc,
 stmt_model *anom_stmt_model_open(sqlite3_context *ctx, const char *fn,
                                  sqlite3_value *name_value) {
   if( sqlite3_value_type(name_value) != SQLITE_TEXT ){
-    char *z = sqlite3_mprintf("%s: model must be the TEXT name of a model in "
-                              "anomaly_models, got %s", fn,
-                              anom_type_name(sqlite3_value_type(name_value)));
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "%s: model must be the TEXT name of a model in "
+                            "anomaly_models, got %s", fn,
+                            anom_type_name(sqlite3_value_type(name_value)));
     return NULL;
   }
   const char *name = (const char *)sqlite3_value_text(name_value);
@@ -186,10 +195,8 @@ static int resolve_options(sqlite3_context *ctx, const char *fn, int argc,
   cJSON *j = s ? cJSON_Parse(s) : NULL;
   if( !j || !cJSON_IsObject(j) ){
     cJSON_Delete(j);
-    char *z = sqlite3_mprintf("%s: options must be a JSON object, e.g. "
-                              "'{\"steps\": 100}'", fn);
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "%s: options must be a JSON object, e.g. "
+                            "'{\"steps\": 100}'", fn);
     return 1;
   }
   *opts = j;
@@ -204,10 +211,8 @@ int anom_decode(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
   int t = sqlite3_value_type(v);
   if( t == SQLITE_NULL ){ sqlite3_result_null(ctx); return 1; }
   if( t != SQLITE_BLOB ){
-    char *z = sqlite3_mprintf("%s: image must be a BLOB (PNG, JPEG, BMP, GIF or "
-                              "PNM), got %s", fn, anom_type_name(t));
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "%s: image must be a BLOB (PNG, JPEG, BMP, GIF or "
+                            "PNM), got %s", fn, anom_type_name(t));
     return 1;
   }
   const void *blob = sqlite3_value_blob(v);
@@ -365,9 +370,7 @@ static void modelFromFileFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
   if( !path ){ sqlite3_result_error_nomem(ctx); return; }
   FILE *f = fopen(path, "rb");
   if( !f ){
-    char *z = sqlite3_mprintf("%s: cannot open '%s': %s", fn, path, strerror(errno));
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "%s: cannot open '%s': %s", fn, path, strerror(errno));
     return;
   }
   unsigned char *buf = NULL;
@@ -375,17 +378,13 @@ static void modelFromFileFunc(sqlite3_context *ctx, int argc, sqlite3_value **ar
   if( fseek(f, 0, SEEK_END) == 0 ) size = ftell(f);
   int limit = sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1);
   if( size < 0 || fseek(f, 0, SEEK_SET) != 0 ){
-    char *z = sqlite3_mprintf("%s: cannot read '%s' (not a regular file?)", fn, path);
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "%s: cannot read '%s' (not a regular file?)", fn, path);
   }else if( (unsigned long)size > cn->limits.max_bytes || size > limit ){
     sqlite3_result_error_toobig(ctx);
   }else if( !(buf = sqlite3_malloc64(size ? (sqlite3_uint64)size : 1)) ){
     sqlite3_result_error_nomem(ctx);
   }else if( fread(buf, 1, (size_t)size, f) != (size_t)size ){
-    char *z = sqlite3_mprintf("%s: short read from '%s'", fn, path);
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "%s: short read from '%s'", fn, path);
   }else{
     anom_model *m;
     if( !check_model_blob(ctx, fn, buf, (size_t)size, &m) ){
@@ -404,10 +403,8 @@ static void modelInfoFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   int t = sqlite3_value_type(argv[0]);
   if( t == SQLITE_NULL ){ sqlite3_result_null(ctx); return; }
   if( t != SQLITE_BLOB ){
-    char *z = sqlite3_mprintf("%s: model must be a BLOB (the bytes of a model "
-                              "file), got %s", fn, anom_type_name(t));
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "%s: model must be a BLOB (the bytes of a model "
+                            "file), got %s", fn, anom_type_name(t));
     return;
   }
   const void *b = sqlite3_value_blob(argv[0]);
@@ -443,20 +440,16 @@ static void configFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   int k = 0;
   while( k < 6 && !(key && strcmp(key, keys[k].key) == 0) ) k++;
   if( k == 6 ){
-    char *z = sqlite3_mprintf("anomaly_config: unknown key '%s' (known: max_pixels, "
-                              "max_model_bytes, max_model_params, max_model_side, "
-                              "max_train_mb, max_montage_rows)", key ? key : "NULL");
-    sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-    sqlite3_free(z);
+    anom_result_errorf(ctx, "anomaly_config: unknown key '%s' (known: max_pixels, "
+                            "max_model_bytes, max_model_params, max_model_side, "
+                            "max_train_mb, max_montage_rows)", key ? key : "NULL");
     return;
   }
   if( argc == 2 ){
     if( sqlite3_value_type(argv[1]) != SQLITE_INTEGER
         || sqlite3_value_int64(argv[1]) < 1 || sqlite3_value_int64(argv[1]) > keys[k].hi ){
-      char *z = sqlite3_mprintf("anomaly_config: '%s' must be an integer from 1 "
-                                "to %lld", key, keys[k].hi);
-      sqlite3_result_error(ctx, z ? z : "out of memory", -1);
-      sqlite3_free(z);
+      anom_result_errorf(ctx, "anomaly_config: '%s' must be an integer from 1 "
+                              "to %lld", key, keys[k].hi);
       return;
     }
     v[k] = sqlite3_value_int64(argv[1]);

@@ -68,16 +68,6 @@ static void map_opts_free(void *p) {
   anom_free(o);
 }
 
-static void result_errorf(sqlite3_context *ctx, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char *z = sqlite3_vmprintf(fmt, ap);
-  va_end(ap);
-  if( z ) sqlite3_result_error(ctx, z, -1);
-  else sqlite3_result_error_nomem(ctx);
-  sqlite3_free(z);
-}
-
 /*
 ** Parse the options value v (NULL or SQL NULL: the defaults). With
 ** presentation 0 (anomaly_pixel_auroc) only sigma and the method's keys are
@@ -97,8 +87,8 @@ static map_opts *parse_map_opts(sqlite3_context *ctx, const char *fn,
   if( !j || !cJSON_IsObject(j) ){
     cJSON_Delete(j);
     map_opts_free(o);
-    result_errorf(ctx, "%s: options must be a JSON object, e.g. '{\"style\": "
-                  "\"overlay\"}'", fn);
+    anom_result_errorf(ctx, "%s: options must be a JSON object, e.g. '{\"style\": "
+                       "\"overlay\"}'", fn);
     return NULL;
   }
   static const char *const ours[] = {"style", "scale", "sigma", "alpha", "format"};
@@ -108,8 +98,8 @@ static map_opts *parse_map_opts(sqlite3_context *ctx, const char *fn,
     const char *key = ours[k];
     int bad = 0;
     if( !presentation && k != 2 ){
-      result_errorf(ctx, "%s: option '%s' does not apply here (it takes sigma and "
-                    "the method's scoring options)", fn, key);
+      anom_result_errorf(ctx, "%s: option '%s' does not apply here (it takes sigma and "
+                         "the method's scoring options)", fn, key);
       goto fail;
     }
     switch( k ){
@@ -121,8 +111,8 @@ static map_opts *parse_map_opts(sqlite3_context *ctx, const char *fn,
         else if( !strcmp(it->valuestring, "overlay") ) o->style = HEATMAP_OVERLAY;
         else bad = 1;
         if( bad ){
-          result_errorf(ctx, "%s: option 'style' must be \"heat\", \"grey\" or "
-                        "\"overlay\"", fn);
+          anom_result_errorf(ctx, "%s: option 'style' must be \"heat\", \"grey\" or "
+                             "\"overlay\"", fn);
           goto fail;
         }
         break;
@@ -138,23 +128,23 @@ static map_opts *parse_map_opts(sqlite3_context *ctx, const char *fn,
           o->lo = cJSON_GetArrayItem(it, 0)->valuedouble;
           o->hi = cJSON_GetArrayItem(it, 1)->valuedouble;
         }else{
-          result_errorf(ctx, "%s: option 'scale' must be \"model\", \"image\" or "
-                        "[lo, hi] with lo < hi", fn);
+          anom_result_errorf(ctx, "%s: option 'scale' must be \"model\", \"image\" or "
+                             "[lo, hi] with lo < hi", fn);
           goto fail;
         }
         break;
       case 2:
         if( !cJSON_IsNumber(it) || !(it->valuedouble >= 0)
             || it->valuedouble > HEATMAP_MAX_SIGMA ){
-          result_errorf(ctx, "%s: option 'sigma' must be a number from 0 to %g "
-                        "(model input pixels)", fn, HEATMAP_MAX_SIGMA);
+          anom_result_errorf(ctx, "%s: option 'sigma' must be a number from 0 to %g "
+                             "(model input pixels)", fn, HEATMAP_MAX_SIGMA);
           goto fail;
         }
         o->sigma = it->valuedouble;
         break;
       case 3:
         if( !cJSON_IsNumber(it) || !(it->valuedouble >= 0) || it->valuedouble > 1 ){
-          result_errorf(ctx, "%s: option 'alpha' must be a number from 0 to 1", fn);
+          anom_result_errorf(ctx, "%s: option 'alpha' must be a number from 0 to 1", fn);
           goto fail;
         }
         o->alpha = it->valuedouble;
@@ -163,7 +153,7 @@ static map_opts *parse_map_opts(sqlite3_context *ctx, const char *fn,
         if( cJSON_IsString(it) && !strcmp(it->valuestring, "png") ) o->f32 = 0;
         else if( cJSON_IsString(it) && !strcmp(it->valuestring, "f32") ) o->f32 = 1;
         else{
-          result_errorf(ctx, "%s: option 'format' must be \"png\" or \"f32\"", fn);
+          anom_result_errorf(ctx, "%s: option 'format' must be \"png\" or \"f32\"", fn);
           goto fail;
         }
         break;
@@ -195,8 +185,8 @@ static int map_image(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
   if( rc ){
     if( keep ) image_free(keep);
     if( rc == ANOM_EINVAL && o->det )
-      result_errorf(ctx, "%s: %s (the function's own options: style, scale, sigma, "
-                    "alpha, format)", fn, e.msg);
+      anom_result_errorf(ctx, "%s: %s (the function's own options: style, scale, sigma, "
+                         "alpha, format)", fn, e.msg);
     else anom_result_error(ctx, fn, rc, e.msg);
     return 1;
   }
@@ -213,8 +203,8 @@ static int map_range(sqlite3_context *ctx, const char *fn, const map_opts *o,
     *hi = o->hi;
   }else if( o->scale == SCALE_MODEL || (o->scale == SCALE_DEFAULT && m->cal.map_ok) ){
     if( !m->cal.map_ok ){
-      result_errorf(ctx, "%s: the model has no calibrated map scale (it was "
-                    "trained before maps were calibrated); use \"scale\": \"image\"", fn);
+      anom_result_errorf(ctx, "%s: the model has no calibrated map scale (it was "
+                         "trained before maps were calibrated); use \"scale\": \"image\"", fn);
       return 1;
     }
     *lo = m->cal.map_lo;
@@ -319,7 +309,7 @@ static int agg_model(sqlite3_context *ctx, const char *fn, sqlite3_value *name,
   if( *sm ){
     const char *z = (const char *)sqlite3_value_text(name);
     if( sqlite3_value_type(name) != SQLITE_TEXT || !z || strcmp(z, *saved) ){
-      result_errorf(ctx, "%s: every row must name the same model ('%s')", fn, *saved);
+      anom_result_errorf(ctx, "%s: every row must name the same model ('%s')", fn, *saved);
       return 1;
     }
     return 0;
@@ -351,9 +341,9 @@ static void montageStep(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   }
   if( sqlite3_value_type(argv[0]) == SQLITE_NULL ){ a->failed = 0; return; }
   if( montage_rows(a->mt) >= cn->max_montage_rows ){
-    result_errorf(ctx, "%s: a montage holds at most %lld rows (add LIMIT %lld, or "
-                  "raise anomaly_config('max_montage_rows', n))", fn,
-                  cn->max_montage_rows, cn->max_montage_rows);
+    anom_result_errorf(ctx, "%s: a montage holds at most %lld rows (add LIMIT %lld, or "
+                       "raise anomaly_config('max_montage_rows', n))", fn,
+                       cn->max_montage_rows, cn->max_montage_rows);
     return;
   }
   score_result r;
@@ -434,8 +424,8 @@ static void pixelStep(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
   if( sqlite3_value_type(argv[0]) == SQLITE_NULL ){ a->failed = 0; return; }
   int mt = sqlite3_value_type(argv[2]);
   if( mt != SQLITE_NULL && mt != SQLITE_BLOB ){
-    result_errorf(ctx, "%s: mask must be an image BLOB (defect pixels over 127) or "
-                  "NULL (no defect), got %s", fn, anom_type_name(mt));
+    anom_result_errorf(ctx, "%s: mask must be an image BLOB (defect pixels over 127) or "
+                       "NULL (no defect), got %s", fn, anom_type_name(mt));
     return;
   }
   const anom_model *m = a->sm->cm->model;
