@@ -7,13 +7,14 @@
 ** Tensors are NCHW float32, contiguous. Weights use PyTorch's layouts:
 ** Conv2d (OC, C, K, K), ConvTranspose2d (C, OC, K, K).
 **
-** Convolutions run as im2col + one cblas_sgemm per image (gemm.c is the only
-** file that calls BLAS); a transposed convolution is one sgemm into columns
-** followed by col2im, with no zero-stuffed input. Each kernel has a plain
-** loop twin, x_forward_naive, kept as the oracle the tests check it against.
+** Convolutions run as im2col + cblas_sgemm (gemm.c is the only file that
+** calls BLAS), one sgemm per chunk of images whose column matrices sit side
+** by side; a transposed convolution is one sgemm into columns followed by
+** col2im, with no zero-stuffed input. Each kernel has a plain loop twin,
+** x_forward_naive, kept as the oracle the tests check it against.
 **
 ** Scratch: conv functions take a caller-owned work buffer of
-** conv_work_floats(s) floats, so nothing is allocated in the hot loop.
+** conv_work_floats(s, n) floats, so nothing is allocated in the hot loop.
 ** Elementwise functions may run in place (out == in).
 */
 #ifndef ANOM_LAYERS_H
@@ -53,14 +54,44 @@ int conv_shape_init(conv_shape *s, int c, int h, int w, int oc, int k,
                     int stride, int pad, int transposed);
 
 /*
-** Floats of scratch one call of conv2d_* / conv_transpose2d_* needs: the
-** column matrix, C*K*K*OH*OW for Conv2d, OC*K*K*H*W for ConvTranspose2d.
+** Images per sgemm when a call gets n: enough that the product is about
+** 2048 columns wide, while a chunk's buffers stay within 2 MiB; 1..n.
 */
-size_t conv_work_floats(const conv_shape *s);
+int conv_chunk(const conv_shape *s, int n);
+
+/*
+** Floats of scratch one call of conv2d_* / conv_transpose2d_* on n images
+** needs: conv_chunk(s, n) times one image's column matrix (C*K*K*OH*OW for
+** Conv2d, OC*K*K*H*W for ConvTranspose2d) plus one image's side buffer (its
+** output, OC*OH*OW, for Conv2d; its input, C*H*W, for ConvTranspose2d).
+*/
+size_t conv_work_floats(const conv_shape *s, int n);
+
+/*
+** What inference does to a convolution's output in the same pass: per
+** output channel o, y = act(y * scale[o] + shift[o]). scale NULL: 1; shift
+** NULL: 0 (a plain bias is shift). act is one of the activations below with
+** slope for leaky ReLU. A batch norm in inference mode folds in as scale =
+** gamma / sqrt(var + eps), shift = beta + (bias - mean) * scale.
+*/
+enum { ACT_NONE, ACT_LEAKY_RELU, ACT_RELU, ACT_TANH, ACT_SIGMOID };
+typedef struct conv_epilogue {
+  const float *scale, *shift;
+  int act;
+  float slope;
+} conv_epilogue;
+
+/* out (OC, HW) = the epilogue of src (OC rows, ld floats apart); out may
+** equal src when ld == hw. */
+void conv_epilogue_apply(const conv_epilogue *ep, int oc, size_t hw, float *out,
+                         const float *src, size_t ld);
 
 /* in (N, C, H, W) -> out (N, OC, OH, OW); weight (OC, C, K, K); bias (OC) or NULL. */
 void conv2d_forward(const conv_shape *s, int n, float *out, const float *in,
                     const float *weight, const float *bias, float *work);
+/* The same, ending with the epilogue ep instead of a bias. */
+void conv2d_forward_fused(const conv_shape *s, int n, float *out, const float *in,
+                          const float *weight, const conv_epilogue *ep, float *work);
 void conv2d_forward_naive(const conv_shape *s, int n, float *out,
                           const float *in, const float *weight,
                           const float *bias);
@@ -69,6 +100,9 @@ void conv2d_forward_naive(const conv_shape *s, int n, float *out,
 void conv_transpose2d_forward(const conv_shape *s, int n, float *out,
                               const float *in, const float *weight,
                               const float *bias, float *work);
+void conv_transpose2d_forward_fused(const conv_shape *s, int n, float *out,
+                                    const float *in, const float *weight,
+                                    const conv_epilogue *ep, float *work);
 void conv_transpose2d_forward_naive(const conv_shape *s, int n, float *out,
                                     const float *in, const float *weight,
                                     const float *bias);
@@ -81,9 +115,11 @@ void conv_transpose2d_forward_naive(const conv_shape *s, int n, float *out,
 **   ConvTranspose2d: im (OC, OH, OW) <-> col (OC*K*K, H*W)
 ** col[(ch*K + ky)*K + kx, gy*GW + gx] = im[ch, gy*stride - pad + ky,
 ** gx*stride - pad + kx] (zero outside im), GW = OW or W. col2im adds into im.
+** Rows of col are ld floats apart (ld >= the number of window positions),
+** so several images' columns can sit side by side in one matrix.
 */
-void im2col(const conv_shape *s, const float *im, float *col);
-void col2im(const conv_shape *s, const float *col, float *im);
+void im2col(const conv_shape *s, const float *im, float *col, size_t ld);
+void col2im(const conv_shape *s, const float *col, size_t ld, float *im);
 
 /*
 ** Batch norm in inference mode, per channel over (N, C, HW):

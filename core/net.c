@@ -6,6 +6,7 @@
 
 #include "rng.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -255,16 +256,77 @@ static size_t max_act(const net *nt) {
   return act;
 }
 
+/* The most output channels of any convolution. */
+static size_t max_oc(const net *nt) {
+  size_t oc = 0;
+  for(int i = 0; i < nt->nlayers; i++){
+    const layer *l = &nt->layers[i];
+    if( (l->kind == LAYER_CONV || l->kind == LAYER_CONVT) && (size_t)l->oc > oc )
+      oc = (size_t)l->oc;
+  }
+  return oc;
+}
+
+/* Scratch: two activation buffers, then the convolutions' work, then the
+** fused epilogue's scale and shift (2 OC). */
 size_t net_scratch_floats(const net *nt, int n) {
   size_t work = 0;
   for(int i = 0; i < nt->nlayers; i++){
     const layer *l = &nt->layers[i];
     if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT ){
-      size_t wk = conv_work_floats(&l->conv);
+      size_t wk = conv_work_floats(&l->conv, n);
       if( wk > work ) work = wk;
     }
   }
-  return 2 * max_act(nt) * (size_t)n + work;
+  return 2 * max_act(nt) * (size_t)n + work + 2 * max_oc(nt);
+}
+
+/* The activation of layer kind k as an epilogue code, or -1. */
+static int act_of(layer_kind k) {
+  switch( k ){
+    case LAYER_LEAKY_RELU: return ACT_LEAKY_RELU;
+    case LAYER_RELU:       return ACT_RELU;
+    case LAYER_TANH:       return ACT_TANH;
+    case LAYER_SIGMOID:    return ACT_SIGMOID;
+    default:               return -1;
+  }
+}
+
+/*
+** Inference of the convolution at layers[i] together with what follows it:
+** a batch norm (running statistics) and then an activation, or an
+** activation alone, in the convolution's own pass over its output (see
+** conv_epilogue in layers.h). ss holds 2 OC floats for scale and shift.
+** Returns the number of layers it ran (1 to 3).
+*/
+static int conv_forward_fused(const net *nt, int i, int to, int n, float *dst,
+                              const float *cur, float *work, float *ss) {
+  const layer *l = &nt->layers[i];
+  const float *p = nt->params + l->p_off;
+  const float *bias = l->has_bias ? p + l->np - l->oc : NULL;
+  conv_epilogue ep = { NULL, bias, ACT_NONE, 0.0f };
+  int used = 1;
+  if( i + 1 < to && nt->layers[i + 1].kind == LAYER_BATCHNORM ){
+    const layer *b = &nt->layers[i + 1];
+    const float *gamma = nt->params + b->p_off, *beta = gamma + b->c;
+    const float *mean = nt->bufs + b->b_off, *var = mean + b->c;
+    float *scale = ss, *shift = ss + l->oc;
+    for(int o = 0; o < l->oc; o++){
+      scale[o] = gamma[o] / sqrtf(var[o] + b->eps);
+      shift[o] = beta[o] + ((bias ? bias[o] : 0.0f) - mean[o]) * scale[o];
+    }
+    ep.scale = scale;
+    ep.shift = shift;
+    used = 2;
+  }
+  if( i + used < to && act_of(nt->layers[i + used].kind) >= 0 ){
+    ep.act = act_of(nt->layers[i + used].kind);
+    ep.slope = nt->layers[i + used].slope;
+    used++;
+  }
+  if( l->kind == LAYER_CONV ) conv2d_forward_fused(&l->conv, n, dst, cur, p, &ep, work);
+  else conv_transpose2d_forward_fused(&l->conv, n, dst, cur, p, &ep, work);
+  return used;
 }
 
 /* How a forward treats batch norm. */
@@ -331,15 +393,21 @@ void net_forward(const net *nt, int from, int to, int n, const float *in,
   size_t act = max_act(nt);
   float *buf[2] = { scratch, scratch + act * (size_t)n };
   float *work = scratch + 2 * act * (size_t)n;
+  float *ss = scratch + net_scratch_floats(nt, n) - 2 * max_oc(nt);
   const float *cur = in;
   int which = 0;
-  for(int i = from; i < to; i++){
+  for(int i = from; i < to; ){
     const layer *l = &nt->layers[i];
     /* batch norm and activations run in place, except on the caller's input */
     float *dst = buf[which];
     if( l->kind >= LAYER_BATCHNORM && cur != in ) dst = (float *)cur;
     else which ^= 1;
-    layer_forward(nt, l, n, dst, cur, work, BN_RUNNING, NULL, NULL, NULL);
+    if( l->kind == LAYER_CONV || l->kind == LAYER_CONVT ){
+      i += conv_forward_fused(nt, i, to, n, dst, cur, work, ss);
+    }else{
+      layer_forward(nt, l, n, dst, cur, work, BN_RUNNING, NULL, NULL, NULL);
+      i++;
+    }
     cur = dst;
   }
   if( to > from ){

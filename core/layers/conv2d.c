@@ -1,26 +1,37 @@
 /*
-** conv2d.c - the shape of a convolution, and Conv2d forward.
+** conv2d.c - the shape of a convolution, how a batch is cut into gemm-sized
+** chunks, the fused epilogue, and Conv2d forward and backward.
 **
 **   conv_shape s;
 **   if( conv_shape_init(&s, c, h, w, oc, 4, 2, 1, 0) ) ...refuse the model;
-**   work = anom_malloc(conv_work_floats(&s) * sizeof(float));
+**   work = anom_malloc(conv_work_floats(&s, n) * sizeof(float));
 **   conv2d_forward(&s, n, out, in, weight, bias, work);
 **
-** conv2d_forward runs per image im2col + one gemm:
-**   out (OC, OH*OW) = weight (OC, C*K*K) x col (C*K*K, OH*OW)
-** A 1x1 kernel with stride 1 and no padding skips im2col: the image
-** (C, H*W) is its own column matrix. conv2d_forward_naive is the seven-loop
-** definition it is tested against.
+** A batch runs in chunks of conv_chunk(s, n) images, each one gemm over the
+** chunk's column matrices side by side:
+**   col (C*K*K, nb*OH*OW)   = im2col of each image, at column j*OH*OW
+**   tmp (OC, nb*OH*OW)      = weight (OC, C*K*K) x col
+**   out[j] (OC, OH*OW)      = tmp's columns of image j, + bias
+** so that a batch of small images feeds BLAS one wide product instead of
+** nb thin ones. One image alone skips tmp: the gemm writes the output. A
+** 1x1 kernel with stride 1 and no padding on one image skips im2col: the
+** image (C, H*W) is its own column matrix. conv2d_forward_fused ends the
+** same pass with a per-channel scale and shift and an activation, which is
+** how inference runs a convolution, its batch norm and its activation in
+** one sweep over the output (see net.c). conv2d_forward_naive is the
+** seven-loop definition both are tested against.
 **
-** conv2d_backward is the same per image in reverse, accumulating (+=):
-**   dweight (OC, C*K*K) += dout (OC, OH*OW) x col^T    col = im2col(in)
-**   dbias (OC)          += dout summed over positions
-**   din (C, H, W)       += col2im(weight^T (C*K*K, OC) x dout)
-** one work buffer serving first as col, then as the column gradient.
+** conv2d_backward is the same per chunk in reverse, accumulating (+=):
+**   dy (OC, nb*OH*OW)          = dout of the chunk side by side     (tmp)
+**   dweight (OC, C*K*K)       += dy x col^T                 col = im2col(in)
+**   dbias (OC)                += dout summed over positions
+**   din[j] (C, H, W)          += col2im(weight^T x dy), image j's columns
+** the column buffer serving first as col, then as the column gradient.
 */
 #include "layers.h"
 
 #include <limits.h>
+#include <string.h>
 
 /* *acc *= f, or return 1 when the product passes INT_MAX (both >= 0). */
 static int mul_int(long long *acc, long long f) {
@@ -72,36 +83,93 @@ int conv_shape_init(conv_shape *s, int c, int h, int w, int oc, int k,
   return 0;
 }
 
-size_t conv_work_floats(const conv_shape *s) {
+/* Column matrices are cut so that a chunk's gemm is about this wide, and
+** its buffers hold about this many floats (2 MiB, about a core's L2 cache:
+** the columns im2col writes are still in cache when BLAS packs them),
+** whatever the batch. */
+#ifndef CHUNK_COLS
+#define CHUNK_COLS 2048
+#endif
+#ifndef CHUNK_FLOATS
+#define CHUNK_FLOATS ((size_t)1 << 19)
+#endif
+
+/* Floats of one image's column matrix and of its side buffer (conv: its
+** output; transposed: its input), and its number of columns. */
+static void per_image(const conv_shape *s, size_t *col, size_t *side, size_t *cols) {
   size_t kk = (size_t)s->k * s->k;
-  if( s->transposed ) return (size_t)s->oc * kk * s->h * s->w;
-  return (size_t)s->c * kk * s->oh * s->ow;
+  if( s->transposed ){
+    *cols = (size_t)s->h * s->w;
+    *col = (size_t)s->oc * kk * *cols;
+    *side = (size_t)s->c * *cols;
+  }else{
+    *cols = (size_t)s->oh * s->ow;
+    *col = (size_t)s->c * kk * *cols;
+    *side = (size_t)s->oc * *cols;
+  }
 }
 
-/* out (OC, HW) += bias (OC) */
-static void add_bias(float *out, const float *bias, int oc, size_t hw) {
+int conv_chunk(const conv_shape *s, int n) {
+  size_t col, side, cols;
+  per_image(s, &col, &side, &cols);
+  size_t nb = CHUNK_COLS / cols;
+  if( nb * (col + side) > CHUNK_FLOATS ) nb = CHUNK_FLOATS / (col + side);
+  if( nb > (size_t)n ) nb = (size_t)n;
+  return nb < 1 ? 1 : (int)nb;
+}
+
+size_t conv_work_floats(const conv_shape *s, int n) {
+  size_t col, side, cols;
+  per_image(s, &col, &side, &cols);
+  return (size_t)conv_chunk(s, n) * (col + side);
+}
+
+void conv_epilogue_apply(const conv_epilogue *ep, int oc, size_t hw, float *out,
+                         const float *src, size_t ld) {
   for(int o = 0; o < oc; o++){
-    float *p = out + (size_t)o * hw;
-    for(size_t i = 0; i < hw; i++) p[i] += bias[o];
+    const float *x = src + (size_t)o * ld;
+    float *y = out + (size_t)o * hw;
+    float sc = ep->scale ? ep->scale[o] : 1.0f, sh = ep->shift ? ep->shift[o] : 0.0f;
+    if( ep->scale ) for(size_t i = 0; i < hw; i++) y[i] = x[i] * sc + sh;
+    else for(size_t i = 0; i < hw; i++) y[i] = x[i] + sh;
+    switch( ep->act ){
+      case ACT_LEAKY_RELU: leaky_relu_forward(y, y, hw, ep->slope); break;
+      case ACT_RELU:       relu_forward(y, y, hw); break;
+      case ACT_TANH:       tanh_forward(y, y, hw); break;
+      case ACT_SIGMOID:    sigmoid_forward(y, y, hw); break;
+      default: break;
+    }
+  }
+}
+
+void conv2d_forward_fused(const conv_shape *s, int n, float *out, const float *in,
+                          const float *weight, const conv_epilogue *ep, float *work) {
+  int ckk = s->c * s->k * s->k, ohw = s->oh * s->ow, nb = conv_chunk(s, n);
+  size_t in_img = (size_t)s->c * s->h * s->w, out_img = (size_t)s->oc * ohw;
+  int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
+  float *col = work, *tmp = work + (size_t)nb * ckk * ohw;
+  for(int i0 = 0; i0 < n; i0 += nb){
+    int m = n - i0 < nb ? n - i0 : nb, ld = m * ohw;
+    const float *b = col;
+    if( m == 1 && pointwise ) b = in + i0 * in_img;
+    else for(int j = 0; j < m; j++) im2col(s, in + (i0 + j) * in_img, col + (size_t)j * ohw, ld);
+    if( m == 1 ){
+      float *y = out + i0 * out_img;
+      gemm(0, 0, s->oc, ohw, ckk, 1.0f, weight, ckk, b, ohw, 0.0f, y, ohw);
+      conv_epilogue_apply(ep, s->oc, (size_t)ohw, y, y, (size_t)ohw);
+      continue;
+    }
+    gemm(0, 0, s->oc, ld, ckk, 1.0f, weight, ckk, col, ld, 0.0f, tmp, ld);
+    for(int j = 0; j < m; j++)
+      conv_epilogue_apply(ep, s->oc, (size_t)ohw, out + (i0 + j) * out_img,
+                          tmp + (size_t)j * ohw, (size_t)ld);
   }
 }
 
 void conv2d_forward(const conv_shape *s, int n, float *out, const float *in,
                     const float *weight, const float *bias, float *work) {
-  int ckk = s->c * s->k * s->k, ohw = s->oh * s->ow;
-  size_t in_img = (size_t)s->c * s->h * s->w, out_img = (size_t)s->oc * ohw;
-  int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
-  for(int i = 0; i < n; i++){
-    const float *x = in + i * in_img;
-    float *y = out + i * out_img;
-    const float *col = x;
-    if( !pointwise ){
-      im2col(s, x, work);
-      col = work;
-    }
-    gemm(0, 0, s->oc, ohw, ckk, 1.0f, weight, ckk, col, ohw, 0.0f, y, ohw);
-    if( bias ) add_bias(y, bias, s->oc, (size_t)ohw);
-  }
+  conv_epilogue ep = { NULL, bias, ACT_NONE, 0.0f };
+  conv2d_forward_fused(s, n, out, in, weight, &ep, work);
 }
 
 /* dbias (OC) += dout (OC, HW) summed over HW, in double per channel */
@@ -117,29 +185,37 @@ static void add_bias_grad(float *dbias, const float *dout, int oc, size_t hw) {
 void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
                      float *dbias, const float *dout, const float *in,
                      const float *weight, float *work) {
-  int ckk = s->c * s->k * s->k, ohw = s->oh * s->ow;
+  int ckk = s->c * s->k * s->k, ohw = s->oh * s->ow, nb = conv_chunk(s, n);
   size_t in_img = (size_t)s->c * s->h * s->w, out_img = (size_t)s->oc * ohw;
   int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
-  for(int i = 0; i < n; i++){
-    const float *dy = dout + i * out_img;
-    if( dbias ) add_bias_grad(dbias, dy, s->oc, (size_t)ohw);
+  float *col = work, *dy = work + (size_t)nb * ckk * ohw;
+  if( dbias )
+    for(int i = 0; i < n; i++) add_bias_grad(dbias, dout + i * out_img, s->oc, (size_t)ohw);
+  if( !dweight && !din ) return;
+  for(int i0 = 0; i0 < n; i0 += nb){
+    int m = n - i0 < nb ? n - i0 : nb, ld = m * ohw;
+    /* the chunk's output gradient side by side (one image: dout itself) */
+    const float *g = dout + i0 * out_img;
+    if( m > 1 ){
+      for(int j = 0; j < m; j++)
+        for(int o = 0; o < s->oc; o++)
+          memcpy(dy + (size_t)o * ld + (size_t)j * ohw,
+                 dout + (i0 + j) * out_img + (size_t)o * ohw, (size_t)ohw * sizeof(float));
+      g = dy;
+    }
     if( dweight ){
-      const float *col = in + i * in_img;
-      if( !pointwise ){
-        im2col(s, col, work);
-        col = work;
-      }
-      gemm(0, 1, s->oc, ckk, ohw, 1.0f, dy, ohw, col, ohw, 1.0f, dweight, ckk);
+      const float *b = col;
+      if( m == 1 && pointwise ) b = in + i0 * in_img;
+      else for(int j = 0; j < m; j++) im2col(s, in + (i0 + j) * in_img, col + (size_t)j * ohw, ld);
+      gemm(0, 1, s->oc, ckk, ld, 1.0f, g, ld, b, ld, 1.0f, dweight, ckk);
     }
     if( din ){
-      float *dx = din + i * in_img;
-      if( pointwise ){
-        gemm(1, 0, ckk, ohw, s->oc, 1.0f, weight, ckk, dy, ohw, 1.0f, dx, ohw);
-      }else{
-        gemm(1, 0, ckk, ohw, s->oc, 1.0f, weight, ckk, dy, ohw, 0.0f, work,
-             ohw);
-        col2im(s, work, dx);
+      if( m == 1 && pointwise ){
+        gemm(1, 0, ckk, ohw, s->oc, 1.0f, weight, ckk, g, ohw, 1.0f, din + i0 * in_img, ohw);
+        continue;
       }
+      gemm(1, 0, ckk, ld, s->oc, 1.0f, weight, ckk, g, ld, 0.0f, col, ld);
+      for(int j = 0; j < m; j++) col2im(s, col + (size_t)j * ohw, ld, din + (i0 + j) * in_img);
     }
   }
 }

@@ -1,55 +1,80 @@
 /*
-** conv_transpose2d.c - ConvTranspose2d forward (output_padding 0).
+** conv_transpose2d.c - ConvTranspose2d forward and backward (output_padding 0).
 **
 **   conv_shape s;
 **   conv_shape_init(&s, c, h, w, oc, 4, 2, 1, 1);          transposed = 1
+**   work = anom_malloc(conv_work_floats(&s, n) * sizeof(float));
 **   conv_transpose2d_forward(&s, n, out, in, weight, bias, work);
 **
-** The weight is PyTorch's (C, OC, K, K), i.e. row-major (C, OC*K*K). Per
-** image, one gemm builds the column matrix and col2im scatters it:
-**   col (OC*K*K, H*W) = weight^T (OC*K*K, C) x in (C, H*W)
-**   out (OC, OH, OW)  = 0, then col2im(col)
-** with no zero-stuffed input. A 1x1 kernel with stride 1 and no padding
-** writes the gemm straight into the output. conv_transpose2d_forward_naive
-** is the scatter definition it is tested against.
+** The weight is PyTorch's (C, OC, K, K), i.e. row-major (C, OC*K*K). A
+** batch runs in chunks of conv_chunk(s, n) images (see conv2d.c); per chunk
+** one gemm builds the column matrices of all its images and col2im scatters
+** each, with no zero-stuffed input:
+**   x (C, nb*H*W)          = the chunk's inputs side by side      (side buffer)
+**   col (OC*K*K, nb*H*W)   = weight^T (OC*K*K, C) x x
+**   out[j] (OC, OH, OW)    = 0, then col2im(image j's columns), + bias
+** One image alone reads its input in place. A 1x1 kernel with stride 1 and
+** no padding on one image writes the gemm straight into the output.
+** conv_transpose2d_forward_fused ends with conv2d.c's epilogue (scale, shift,
+** activation). conv_transpose2d_forward_naive is the scatter definition
+** they are tested against.
 **
 ** conv_transpose2d_backward runs the adjoint, accumulating (+=): the
-** forward's col2im turns into im2col of the output gradient, so per image
-**   colgrad (OC*K*K, H*W) = im2col(dout)           (in work)
-**   din (C, H*W)         += weight (C, OC*K*K) x colgrad
-**   dweight (C, OC*K*K)  += in (C, H*W) x colgrad^T
-**   dbias (OC)           += dout summed over positions
+** forward's col2im turns into im2col of the output gradient, so per chunk
+**   colgrad (OC*K*K, nb*H*W) = im2col(dout[j]) side by side   (in work)
+**   dweight (C, OC*K*K)     += x (C, nb*H*W) x colgrad^T
+**   din[j] (C, H*W)         += image j's columns of weight (C, OC*K*K) x colgrad
+**   dbias (OC)              += dout summed over positions
 */
 #include "layers.h"
 
 #include <string.h>
 
-/* out (OC, HW) += bias (OC) */
-static void add_bias(float *out, const float *bias, int oc, size_t hw) {
-  for(int o = 0; o < oc; o++){
-    float *p = out + (size_t)o * hw;
-    for(size_t i = 0; i < hw; i++) p[i] += bias[o];
+/* side (C, m*hw) = the images in[0..m) (C, hw) side by side */
+static void gather(float *side, const float *in, int m, int c, size_t hw) {
+  size_t ld = (size_t)m * hw;
+  for(int j = 0; j < m; j++)
+    for(int ch = 0; ch < c; ch++)
+      memcpy(side + (size_t)ch * ld + (size_t)j * hw, in + ((size_t)j * c + ch) * hw,
+             hw * sizeof(float));
+}
+
+void conv_transpose2d_forward_fused(const conv_shape *s, int n, float *out,
+                                    const float *in, const float *weight,
+                                    const conv_epilogue *ep, float *work) {
+  int okk = s->oc * s->k * s->k, hw = s->h * s->w, nb = conv_chunk(s, n);
+  size_t in_img = (size_t)s->c * hw, ohw = (size_t)s->oh * s->ow;
+  size_t out_img = (size_t)s->oc * ohw;
+  int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
+  float *col = work, *side = work + (size_t)nb * okk * hw;
+  for(int i0 = 0; i0 < n; i0 += nb){
+    int m = n - i0 < nb ? n - i0 : nb, ld = m * hw;
+    const float *x = in + i0 * in_img;
+    if( m > 1 ){
+      gather(side, x, m, s->c, (size_t)hw);
+      x = side;
+    }
+    if( m == 1 && pointwise ){
+      float *y = out + i0 * out_img;
+      gemm(1, 0, okk, hw, s->c, 1.0f, weight, okk, x, hw, 0.0f, y, hw);
+      conv_epilogue_apply(ep, s->oc, ohw, y, y, ohw);
+      continue;
+    }
+    gemm(1, 0, okk, ld, s->c, 1.0f, weight, okk, x, ld, 0.0f, col, ld);
+    for(int j = 0; j < m; j++){
+      float *y = out + (i0 + j) * out_img;
+      memset(y, 0, out_img * sizeof(float));
+      col2im(s, col + (size_t)j * hw, ld, y);
+      conv_epilogue_apply(ep, s->oc, ohw, y, y, ohw);
+    }
   }
 }
 
 void conv_transpose2d_forward(const conv_shape *s, int n, float *out,
                               const float *in, const float *weight,
                               const float *bias, float *work) {
-  int okk = s->oc * s->k * s->k, hw = s->h * s->w;
-  size_t in_img = (size_t)s->c * hw, out_img = (size_t)s->oc * s->oh * s->ow;
-  int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
-  for(int i = 0; i < n; i++){
-    const float *x = in + i * in_img;
-    float *y = out + i * out_img;
-    if( pointwise ){
-      gemm(1, 0, okk, hw, s->c, 1.0f, weight, okk, x, hw, 0.0f, y, hw);
-    }else{
-      gemm(1, 0, okk, hw, s->c, 1.0f, weight, okk, x, hw, 0.0f, work, hw);
-      memset(y, 0, out_img * sizeof(float));
-      col2im(s, work, y);
-    }
-    if( bias ) add_bias(y, bias, s->oc, (size_t)s->oh * s->ow);
-  }
+  conv_epilogue ep = { NULL, bias, ACT_NONE, 0.0f };
+  conv_transpose2d_forward_fused(s, n, out, in, weight, &ep, work);
 }
 
 /* dbias (OC) += dout (OC, HW) summed over HW, in double per channel */
@@ -66,24 +91,41 @@ void conv_transpose2d_backward(const conv_shape *s, int n, float *din,
                                float *dweight, float *dbias, const float *dout,
                                const float *in, const float *weight,
                                float *work) {
-  int okk = s->oc * s->k * s->k, hw = s->h * s->w;
+  int okk = s->oc * s->k * s->k, hw = s->h * s->w, nb = conv_chunk(s, n);
   size_t in_img = (size_t)s->c * hw, out_img = (size_t)s->oc * s->oh * s->ow;
   int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
-  for(int i = 0; i < n; i++){
-    const float *dy = dout + i * out_img;
-    if( dbias ) add_bias_grad(dbias, dy, s->oc, (size_t)s->oh * s->ow);
-    if( !din && !dweight ) continue;
-    const float *colgrad = dy; /* pointwise: dout is its own column matrix */
-    if( !pointwise ){
-      im2col(s, dy, work);
-      colgrad = work;
+  float *col = work, *side = work + (size_t)nb * okk * hw;
+  if( dbias )
+    for(int i = 0; i < n; i++) add_bias_grad(dbias, dout + i * out_img, s->oc, (size_t)s->oh * s->ow);
+  if( !din && !dweight ) return;
+  for(int i0 = 0; i0 < n; i0 += nb){
+    int m = n - i0 < nb ? n - i0 : nb, ld = m * hw;
+    const float *colgrad = dout + i0 * out_img; /* one pointwise image: dout itself */
+    if( !(m == 1 && pointwise) ){
+      for(int j = 0; j < m; j++) im2col(s, dout + (i0 + j) * out_img, col + (size_t)j * hw, ld);
+      colgrad = col;
     }
-    if( din )
-      gemm(0, 0, s->c, hw, okk, 1.0f, weight, okk, colgrad, hw, 1.0f,
-           din + i * in_img, hw);
-    if( dweight )
-      gemm(0, 1, s->c, okk, hw, 1.0f, in + i * in_img, hw, colgrad, hw, 1.0f,
-           dweight, okk);
+    if( dweight ){
+      const float *x = in + i0 * in_img;
+      if( m > 1 ){
+        gather(side, x, m, s->c, (size_t)hw);
+        x = side;
+      }
+      gemm(0, 1, s->c, okk, ld, 1.0f, x, ld, colgrad, ld, 1.0f, dweight, okk);
+    }
+    if( din ){
+      if( m == 1 ){
+        gemm(0, 0, s->c, hw, okk, 1.0f, weight, okk, colgrad, hw, 1.0f, din + i0 * in_img, hw);
+        continue;
+      }
+      gemm(0, 0, s->c, ld, okk, 1.0f, weight, okk, colgrad, ld, 0.0f, side, ld);
+      for(int j = 0; j < m; j++)
+        for(int ch = 0; ch < s->c; ch++){
+          float *d = din + (i0 + j) * in_img + (size_t)ch * hw;
+          const float *g = side + (size_t)ch * ld + (size_t)j * hw;
+          for(int p = 0; p < hw; p++) d[p] += g[p];
+        }
+    }
   }
 }
 

@@ -17,9 +17,16 @@
 **   col[(ch*K + ky)*K + kx, gy*gw + gx] == im[ch, gy*stride - pad + ky,
 **                                             gx*stride - pad + kx]
 **
-** with zero for positions outside the image (the zero padding).
+** with zero for positions outside the image (the zero padding). Rows of col
+** are ld floats apart (ld >= gh*gw), so that the column matrices of several
+** images can sit side by side in one matrix, image j at column j*gh*gw.
 */
 #include "layers.h"
+
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 typedef struct col_geom {
   int ich, ih, iw; /* image side: channels, height, width */
@@ -51,37 +58,122 @@ static void tap_range(int off, int size, int grid, int stride, int pad,
   *hi = h;
 }
 
-/* im (ich, ih, iw) -> col (ich*K*K, gh*gw) */
-void im2col(const conv_shape *s, const float *im, float *col) {
+/* The window positions where each tap lands inside the image, along one
+** axis: [lo[t], hi[t]) for tap t of K (K <= KMAX) */
+#define KMAX 16
+
+static void tap_ranges(int k, int size, int grid, int stride, int pad, int *lo, int *hi) {
+  for(int t = 0; t < k; t++) tap_range(t, size, grid, stride, pad, &lo[t], &hi[t]);
+}
+
+/* dst[0..n) = src[0], src[st], src[2 st], ...  Stride 2, the down-sampling
+** convolutions' case, goes four at a time; no read passes src[(n-1) st]. */
+static void copy_strided(float *dst, const float *src, int n, int st) {
+  int i = 0;
+  if( st == 1 ){
+    memcpy(dst, src, (size_t)n * sizeof(float));
+    return;
+  }
+#ifdef __SSE2__
+  if( st == 2 ){
+    for(; i + 4 <= n; i += 4){
+      __m128 a = _mm_loadu_ps(src + 2 * i);       /* 2i .. 2i+3 */
+      __m128 b = _mm_loadu_ps(src + 2 * i + 3);   /* 2i+3 .. 2i+6 */
+      _mm_storeu_ps(dst + i, _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+  }
+#endif
+  for(; i < n; i++) dst[i] = src[(size_t)i * st];
+}
+
+/*
+** Small grids with several channels go through a table: for every tap r and
+** window position q, where in a channel's plane the tap reads (or -1 in the
+** padding). It is the same for every channel, so it is built once a call on
+** the stack and turns the per-row bookkeeping of tiny rows (8 positions at
+** 8x8) into one lookup per element.
+*/
+#define TAB_MAX 4096
+
+/* tab (K*K, gh*gw) of plane offsets, or 0 when the grid is too big for it. */
+static int tap_table(const conv_shape *s, const col_geom *g, int *tab) {
+  int k = s->k, st = s->stride, pad = s->pad, np = g->gh * g->gw;
+  if( g->ich < 4 || (long long)k * k * np > TAB_MAX ) return 0;
+  for(int ky = 0; ky < k; ky++)
+  for(int kx = 0; kx < k; kx++){
+    int *t = tab + (ky * k + kx) * np;
+    for(int gy = 0; gy < g->gh; gy++)
+    for(int gx = 0; gx < g->gw; gx++){
+      int iy = gy * st - pad + ky, ix = gx * st - pad + kx;
+      *t++ = iy < 0 || iy >= g->ih || ix < 0 || ix >= g->iw ? -1 : iy * g->iw + ix;
+    }
+  }
+  return 1;
+}
+
+/* im (ich, ih, iw) -> col (ich*K*K, gh*gw), rows ld apart */
+void im2col(const conv_shape *s, const float *im, float *col, size_t ld) {
   col_geom g = col_geom_of(s);
   int k = s->k, st = s->stride, pad = s->pad;
+  int ylo[KMAX], yhi[KMAX], xlo[KMAX], xhi[KMAX], tab[TAB_MAX];
+  if( tap_table(s, &g, tab) ){
+    int kk = k * k, np = g.gh * g.gw;
+    for(int ch = 0; ch < g.ich; ch++){
+      const float *plane = im + (size_t)ch * g.ih * g.iw;
+      for(int r = 0; r < kk; r++){
+        float *row = col + ((size_t)ch * kk + r) * ld;
+        const int *t = tab + r * np;
+        for(int q = 0; q < np; q++){
+          int o = t[q];
+          float v = plane[o < 0 ? 0 : o];
+          row[q] = o < 0 ? 0.0f : v;
+        }
+      }
+    }
+    return;
+  }
+  if( k > KMAX ){ /* not a kernel any model here has: the plain loops */
+    for(int ch = 0; ch < g.ich; ch++)
+    for(int ky = 0; ky < k; ky++)
+    for(int kx = 0; kx < k; kx++){
+      float *row = col + (((size_t)ch * k + ky) * k + kx) * ld;
+      for(int gy = 0; gy < g.gh; gy++)
+      for(int gx = 0; gx < g.gw; gx++){
+        int iy = gy * st - pad + ky, ix = gx * st - pad + kx;
+        row[(size_t)gy * g.gw + gx] = iy < 0 || iy >= g.ih || ix < 0 || ix >= g.iw
+            ? 0.0f : im[((size_t)ch * g.ih + iy) * g.iw + ix];
+      }
+    }
+    return;
+  }
+  tap_ranges(k, g.ih, g.gh, st, pad, ylo, yhi);
+  tap_ranges(k, g.iw, g.gw, st, pad, xlo, xhi);
   for(int ch = 0; ch < g.ich; ch++){
     const float *plane = im + (size_t)ch * g.ih * g.iw;
     for(int ky = 0; ky < k; ky++){
-      int ylo, yhi;
-      tap_range(ky, g.ih, g.gh, st, pad, &ylo, &yhi);
-      for(int kx = 0; kx < k; kx++){
-        int xlo, xhi;
-        tap_range(kx, g.iw, g.gw, st, pad, &xlo, &xhi);
-        float *row = col + (((size_t)ch * k + ky) * k + kx) * g.gh * g.gw;
-        for(int gy = 0; gy < g.gh; gy++){
-          float *dst = row + (size_t)gy * g.gw;
-          if( gy < ylo || gy >= yhi ){
-            for(int gx = 0; gx < g.gw; gx++) dst[gx] = 0.0f;
-            continue;
-          }
-          const float *src = plane + (size_t)(gy * st - pad + ky) * g.iw;
-          for(int gx = 0; gx < xlo; gx++) dst[gx] = 0.0f;
-          for(int gx = xlo; gx < xhi; gx++) dst[gx] = src[gx * st - pad + kx];
-          for(int gx = xhi; gx < g.gw; gx++) dst[gx] = 0.0f;
+      float *rows = col + ((size_t)ch * k + ky) * k * ld; /* tap (ky, 0) */
+      for(int gy = 0; gy < g.gh; gy++){
+        size_t at = (size_t)gy * g.gw;
+        if( gy < ylo[ky] || gy >= yhi[ky] ){
+          for(int kx = 0; kx < k; kx++) memset(rows + kx * ld + at, 0, (size_t)g.gw * sizeof(float));
+          continue;
+        }
+        const float *src = plane + (size_t)(gy * st - pad + ky) * g.iw;
+        for(int kx = 0; kx < k; kx++){
+          float *dst = rows + kx * ld + at;
+          int lo = xlo[kx], hi = xhi[kx];
+          for(int gx = 0; gx < lo; gx++) dst[gx] = 0.0f;
+          if( hi > lo ) copy_strided(dst + lo, src + (lo * st - pad + kx), hi - lo, st);
+          for(int gx = hi < lo ? lo : hi; gx < g.gw; gx++) dst[gx] = 0.0f;
         }
       }
     }
   }
 }
 
-/* col (ich*K*K, gh*gw) added into im (ich, ih, iw); padding taps dropped */
-void col2im(const conv_shape *s, const float *col, float *im) {
+/* col (ich*K*K, gh*gw), rows ld apart, added into im (ich, ih, iw); padding
+** taps dropped */
+void col2im(const conv_shape *s, const float *col, size_t ld, float *im) {
   col_geom g = col_geom_of(s);
   int k = s->k, st = s->stride, pad = s->pad;
   for(int ch = 0; ch < g.ich; ch++){
@@ -92,7 +184,7 @@ void col2im(const conv_shape *s, const float *col, float *im) {
       for(int kx = 0; kx < k; kx++){
         int xlo, xhi;
         tap_range(kx, g.iw, g.gw, st, pad, &xlo, &xhi);
-        const float *row = col + (((size_t)ch * k + ky) * k + kx) * g.gh * g.gw;
+        const float *row = col + (((size_t)ch * k + ky) * k + kx) * ld;
         for(int gy = ylo; gy < yhi; gy++){
           const float *src = row + (size_t)gy * g.gw;
           float *dst = plane + (size_t)(gy * st - pad + ky) * g.iw;

@@ -89,7 +89,7 @@ static int conv_prob_init(conv_prob *q, int transposed, int c, int h, int w,
   q->bias = with_bias ? fbuf((size_t)oc) : NULL;
   q->out = fbuf(q->nout);
   q->r = fbuf(q->nout);
-  q->work = fbuf(conv_work_floats(&q->s));
+  q->work = fbuf(conv_work_floats(&q->s, q->n));
   fill_grid(q->in, q->nin, r, -1, 1);
   fill_grid(q->wt, q->nw, r, -0.5, 0.5);
   if( q->bias ) fill_grid(q->bias, (size_t)oc, r, -1, 1);
@@ -157,7 +157,7 @@ static void check_conv_grads(int transposed, fd_check *ck) {
     fill_value(din, q.nin, 0.0f);
     fill_value(dw, q.nw, 0.0f);
     fill_value(db, (size_t)q.s.oc, 0.0f);
-    fill_value(q.work, conv_work_floats(&q.s), NAN); /* no stale scratch */
+    fill_value(q.work, conv_work_floats(&q.s, q.n), NAN); /* no stale scratch */
     conv_prob_backward(&q, din, dw, q.bias ? db : NULL, q.r);
     check_grad(ck, "in", conv_objective, &q, q.in, din, q.nin);
     check_grad(ck, "weight", conv_objective, &q, q.wt, dw, q.nw);
@@ -203,10 +203,10 @@ static void test_conv2d_backward_hand(void **state) {
   const float dout[4] = {1, 1, 1, 1};
   const float want_dw[4] = {12, 16, 24, 28};
   const float want_din[9] = {1, 3, 2, 4, 10, 6, 3, 7, 4};
-  float din[9], dw[4], db[1], work[16];
+  float din[9], dw[4], db[1], work[32];
   conv_shape s;
   assert_int_equal(conv_shape_init(&s, 1, 3, 3, 1, 2, 1, 0, 0), 0);
-  assert_true(conv_work_floats(&s) <= 16);
+  assert_true(conv_work_floats(&s, 1) <= 32);
   fill_value(din, 9, 0.0f);
   fill_value(dw, 4, 0.0f);
   db[0] = 0.0f;
@@ -235,13 +235,13 @@ static void test_conv2d_backward_hand(void **state) {
 static void test_convt_backward_hand(void **state) {
   (void)state;
   const float in[4] = {1, 2, 3, 4}, w[4] = {1, 2, 3, 4};
-  float dout[16], din[4], dw[4], db[1], work[16];
+  float dout[16], din[4], dw[4], db[1], work[32];
   const float want_din[4] = {34, 54, 114, 134}, want_dw[4] = {68, 78, 108, 118};
   conv_shape s;
   for(int i = 0; i < 16; i++) dout[i] = (float)i;
   assert_int_equal(conv_shape_init(&s, 1, 2, 2, 1, 2, 2, 0, 1), 0);
   assert_int_equal(s.oh, 4);
-  assert_true(conv_work_floats(&s) <= 16);
+  assert_true(conv_work_floats(&s, 1) <= 32);
   fill_value(din, 4, 0.0f);
   fill_value(dw, 4, 0.0f);
   db[0] = 0.0f;
@@ -293,6 +293,45 @@ static void check_conv_accumulates(int transposed, int c, int h, int w, int oc,
     anom_free(ref[t]); anom_free(g0[t]); anom_free(got[t]); anom_free(want[t]);
   }
   conv_prob_free(&q);
+}
+
+/*
+** Chunks in backward: with n = 5 and two images a gemm, one call on the
+** batch gives what five calls on one image each add up to.
+*/
+static void check_conv_chunked_backward(int transposed, int c, int h, int w, int oc,
+                                        test_rng *r) {
+  conv_prob q;
+  assert_true(conv_prob_init(&q, transposed, c, h, w, oc, 4, 2, 1, 5, 1, r));
+  assert_int_equal(conv_chunk(&q.s, 5), 2);
+  size_t in1 = q.nin / 5, out1 = q.nout / 5;
+  float *din = fbuf(q.nin), *dw = fbuf(q.nw), *db = fbuf((size_t)oc);
+  float *din1 = fbuf(q.nin), *dw1 = fbuf(q.nw), *db1 = fbuf((size_t)oc);
+  float *work1 = fbuf(conv_work_floats(&q.s, 1));
+  fill_value(din, q.nin, 0.0f); fill_value(dw, q.nw, 0.0f); fill_value(db, (size_t)oc, 0.0f);
+  fill_value(din1, q.nin, 0.0f); fill_value(dw1, q.nw, 0.0f); fill_value(db1, (size_t)oc, 0.0f);
+  conv_prob_backward(&q, din, dw, db, q.r);
+  for(int i = 0; i < 5; i++){
+    if( transposed )
+      conv_transpose2d_backward(&q.s, 1, din1 + i * in1, dw1, db1, q.r + i * out1,
+                                q.in + i * in1, q.wt, work1);
+    else
+      conv2d_backward(&q.s, 1, din1 + i * in1, dw1, db1, q.r + i * out1,
+                      q.in + i * in1, q.wt, work1);
+  }
+  assert_floats(din, din1, q.nin, 1e-4);
+  assert_floats(dw, dw1, q.nw, 1e-3);
+  assert_floats(db, db1, (size_t)oc, 1e-3);
+  anom_free(din); anom_free(dw); anom_free(db);
+  anom_free(din1); anom_free(dw1); anom_free(db1); anom_free(work1);
+  conv_prob_free(&q);
+}
+
+static void test_conv_chunked_backward(void **state) {
+  (void)state;
+  test_rng r = {2718};
+  check_conv_chunked_backward(0, 2, 64, 64, 3, &r);
+  check_conv_chunked_backward(1, 3, 32, 32, 2, &r);
 }
 
 static void test_conv_accumulates(void **state) {
@@ -478,7 +517,6 @@ static void test_batchnorm_forward_train_stats(void **state) {
 
 /* ---- activations --------------------------------------------------------- */
 
-enum { ACT_LEAKY, ACT_RELU, ACT_TANH, ACT_SIGMOID };
 
 typedef struct act_prob {
   int kind;
@@ -488,7 +526,7 @@ typedef struct act_prob {
 
 static void act_forward(int kind, float *out, const float *in, size_t count) {
   switch( kind ){
-    case ACT_LEAKY: leaky_relu_forward(out, in, count, 0.2f); break;
+    case ACT_LEAKY_RELU: leaky_relu_forward(out, in, count, 0.2f); break;
     case ACT_RELU: relu_forward(out, in, count); break;
     case ACT_TANH: tanh_forward(out, in, count); break;
     default: sigmoid_forward(out, in, count); break;
@@ -498,7 +536,7 @@ static void act_forward(int kind, float *out, const float *in, size_t count) {
 static void act_backward(int kind, float *din, const float *dout,
                          const float *out, size_t count) {
   switch( kind ){
-    case ACT_LEAKY: leaky_relu_backward(din, dout, out, count, 0.2f); break;
+    case ACT_LEAKY_RELU: leaky_relu_backward(din, dout, out, count, 0.2f); break;
     case ACT_RELU: relu_backward(din, dout, out, count); break;
     case ACT_TANH: tanh_backward(din, dout, out, count); break;
     default: sigmoid_backward(din, dout, out, count); break;
@@ -529,7 +567,7 @@ static void check_act_grad(int kind, const char *name, double lo, double hi) {
 
 static void test_activation_grads(void **state) {
   (void)state;
-  check_act_grad(ACT_LEAKY, "leaky_relu", -3, 3);
+  check_act_grad(ACT_LEAKY_RELU, "leaky_relu", -3, 3);
   check_act_grad(ACT_RELU, "relu", -3, 3);
   check_act_grad(ACT_TANH, "tanh", -3, 3);
   check_act_grad(ACT_SIGMOID, "sigmoid", -6, 6);
@@ -697,6 +735,7 @@ int main(void) {
     cmocka_unit_test(test_conv2d_backward_hand),
     cmocka_unit_test(test_convt_backward_hand),
     cmocka_unit_test(test_conv_accumulates),
+    cmocka_unit_test(test_conv_chunked_backward),
     cmocka_unit_test(test_batchnorm_grad),
     cmocka_unit_test(test_batchnorm_backward_hand),
     cmocka_unit_test(test_batchnorm_update_running),

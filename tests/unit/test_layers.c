@@ -170,7 +170,12 @@ static void test_conv_shape_ok(void **state) {
   assert_int_equal(s.ow, 16);
   assert_int_equal(s.oc, 64);
   assert_int_equal(s.transposed, 0);
-  assert_int_equal(conv_work_floats(&s), 3 * 16 * 16 * 16);
+  /* one image: its column matrix and its output */
+  assert_int_equal(conv_work_floats(&s, 1), (3 * 16 + 64) * 16 * 16);
+  /* 2048 columns a gemm: 8 images of 16x16 positions */
+  assert_int_equal(conv_chunk(&s, 64), 8);
+  assert_int_equal(conv_chunk(&s, 5), 5);
+  assert_int_equal(conv_work_floats(&s, 64), 8 * (3 * 16 + 64) * 16 * 16);
   assert_int_equal(conv_shape_init(&s, 256, 4, 4, 100, 4, 1, 0, 0), 0);
   assert_int_equal(s.oh, 1);
   assert_int_equal(s.ow, 1);
@@ -183,14 +188,17 @@ static void test_conv_shape_ok(void **state) {
   assert_int_equal(s.transposed, 1);
   assert_int_equal(s.oh, 4);
   assert_int_equal(s.ow, 4);
-  assert_int_equal(conv_work_floats(&s), 256 * 16 * 1 * 1);
+  /* transposed: the column matrix and the input */
+  assert_int_equal(conv_work_floats(&s, 1), 256 * 16 * 1 * 1 + 100);
   assert_int_equal(conv_shape_init(&s, 8, 4, 3, 4, 4, 2, 1, 1), 0);
   assert_int_equal(s.oh, 8);
   assert_int_equal(s.ow, 6);
-  assert_int_equal(conv_work_floats(&s), 4 * 16 * 4 * 3);
+  assert_int_equal(conv_work_floats(&s, 1), 4 * 16 * 4 * 3 + 8 * 4 * 3);
   /* just under INT_MAX: (2^15 - 1) * 256 * 256 = 2^31 - 2^16 */
   assert_int_equal(conv_shape_init(&s, 32767, 256, 256, 1, 1, 1, 0, 0), 0);
-  assert_int_equal(conv_work_floats(&s), (size_t)32767 * 65536);
+  assert_int_equal(conv_work_floats(&s, 1), (size_t)32767 * 65536 + 65536);
+  /* one image is over the 2 MiB a chunk aims at: still one at a time */
+  assert_int_equal(conv_chunk(&s, 64), 1);
 }
 
 static void test_conv_shape_errors(void **state) {
@@ -241,7 +249,7 @@ static void test_conv2d_hand(void **state) {
   (void)state;
   const float in[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 2, 3, 4};
   const float bias[1] = {0.5f};
-  float out[4], work[16];
+  float out[4], work[32];
   conv_shape s;
   /*
   ** stride 1, pad 0 -> 2x2, each output the window dotted with [1 2 3 4]:
@@ -251,7 +259,7 @@ static void test_conv2d_hand(void **state) {
   */
   const float want1[4] = {37.5f, 47.5f, 67.5f, 77.5f};
   assert_int_equal(conv_shape_init(&s, 1, 3, 3, 1, 2, 1, 0, 0), 0);
-  assert_true(conv_work_floats(&s) <= 16);
+  assert_true(conv_work_floats(&s, 1) <= 32);
   conv2d_forward(&s, 1, out, in, w, bias, work);
   assert_floats(out, want1, 4, 0);
   conv2d_forward_naive(&s, 1, out, in, w, bias);
@@ -300,7 +308,7 @@ static int check_conv(int transposed, int c, int h, int w, int oc,
   if( conv_shape_init(&s, c, h, w, oc, kc.k, kc.stride, kc.pad, transposed) )
     return 0;
   size_t nin = (size_t)n * c * h * w, nout = (size_t)n * oc * s.oh * s.ow;
-  size_t nw = (size_t)oc * c * kc.k * kc.k, nwork = conv_work_floats(&s);
+  size_t nw = (size_t)oc * c * kc.k * kc.k, nwork = conv_work_floats(&s, n);
   float *in = fbuf(nin), *wt = fbuf(nw), *bias = fbuf((size_t)oc);
   float *out = fbuf(nout), *ref = fbuf(nout), *work = fbuf(nwork);
   /* weights at 1/sqrt(fan in), as a trained net keeps outputs near 1 */
@@ -359,6 +367,68 @@ static void test_conv2d_vs_naive(void **state) {
   assert_true(runs > 500);
 }
 
+/* Batches larger than a chunk: several gemms of several images each, and a
+** last chunk that is short (conv_chunk is 2 here, n is 5). */
+static void test_conv_chunks(void **state) {
+  (void)state;
+  test_rng r = {4242};
+  const kernel_case k421 = {4, 2, 1}, k311 = {3, 1, 1};
+  conv_shape s;
+  assert_int_equal(conv_shape_init(&s, 2, 64, 64, 3, 4, 2, 1, 0), 0);
+  assert_int_equal(conv_chunk(&s, 5), 2);
+  assert_int_equal(conv_shape_init(&s, 3, 32, 32, 2, 4, 2, 1, 1), 0);
+  assert_int_equal(conv_chunk(&s, 5), 2);
+  for(int with_bias = 0; with_bias < 2; with_bias++){
+    assert_true(check_conv(0, 2, 64, 64, 3, k421, 5, with_bias, &r));
+    assert_true(check_conv(0, 5, 32, 64, 4, k311, 3, with_bias, &r));
+    assert_true(check_conv(1, 3, 32, 32, 2, k421, 5, with_bias, &r));
+    assert_true(check_conv(1, 4, 32, 64, 3, k311, 3, with_bias, &r));
+  }
+}
+
+/* The fused epilogue: y = act(conv(x) * scale + shift) per channel equals
+** the convolution without bias followed by the same steps one at a time. */
+static void test_conv_fused(void **state) {
+  (void)state;
+  test_rng r = {99};
+  const int acts[] = {ACT_NONE, ACT_LEAKY_RELU, ACT_RELU, ACT_TANH, ACT_SIGMOID};
+  for(int transposed = 0; transposed < 2; transposed++)
+  for(size_t ai = 0; ai < sizeof(acts) / sizeof(acts[0]); ai++)
+  for(int with_scale = 0; with_scale < 2; with_scale++){
+    conv_shape s;
+    int c = 5, oc = 6, n = 3;
+    assert_int_equal(conv_shape_init(&s, c, 8, 8, oc, 4, 2, 1, transposed), 0);
+    size_t nin = (size_t)n * c * 64, hw = (size_t)s.oh * s.ow, nout = (size_t)n * oc * hw;
+    size_t nw = (size_t)oc * c * 16, nwork = conv_work_floats(&s, n);
+    float *in = fbuf(nin), *wt = fbuf(nw), *scale = fbuf((size_t)oc), *shift = fbuf((size_t)oc);
+    float *got = fbuf(nout), *want = fbuf(nout), *work = fbuf(nwork);
+    fill_rand(in, nin, &r, 1.0f);
+    fill_rand(wt, nw, &r, 0.3f);
+    fill_rand(scale, (size_t)oc, &r, 2.0f);
+    fill_rand(shift, (size_t)oc, &r, 1.0f);
+    conv_epilogue ep = { with_scale ? scale : NULL, shift, acts[ai], 0.2f };
+    if( transposed ){
+      conv_transpose2d_forward_fused(&s, n, got, in, wt, &ep, work);
+      conv_transpose2d_forward_naive(&s, n, want, in, wt, NULL);
+    }else{
+      conv2d_forward_fused(&s, n, got, in, wt, &ep, work);
+      conv2d_forward_naive(&s, n, want, in, wt, NULL);
+    }
+    for(int i = 0; i < n; i++)
+    for(int o = 0; o < oc; o++){
+      float *y = want + ((size_t)i * oc + o) * hw;
+      for(size_t p = 0; p < hw; p++) y[p] = y[p] * (with_scale ? scale[o] : 1.0f) + shift[o];
+      if( acts[ai] == ACT_LEAKY_RELU ) leaky_relu_forward(y, y, hw, 0.2f);
+      if( acts[ai] == ACT_RELU ) relu_forward(y, y, hw);
+      if( acts[ai] == ACT_TANH ) tanh_forward(y, y, hw);
+      if( acts[ai] == ACT_SIGMOID ) sigmoid_forward(y, y, hw);
+    }
+    assert_floats(got, want, nout, 1e-4);
+    anom_free(in); anom_free(wt); anom_free(scale); anom_free(shift);
+    anom_free(got); anom_free(want); anom_free(work);
+  }
+}
+
 /* ---- conv_transpose2d ---------------------------------------------------- */
 
 /* Golden: a 2x2 input [1 2; 3 4], one channel in and out. */
@@ -378,7 +448,7 @@ static void test_convt_hand(void **state) {
                            300, 3000, 400, 4000};
   assert_int_equal(conv_shape_init(&s, 1, 2, 2, 1, 2, 2, 0, 1), 0);
   assert_int_equal(s.oh, 4);
-  assert_true(conv_work_floats(&s) <= 64);
+  assert_true(conv_work_floats(&s, 1) <= 64);
   fill_value(out, 16, NAN);
   conv_transpose2d_forward(&s, 1, out, in, w1, NULL, work);
   assert_floats(out, want1, 16, 0);
@@ -426,8 +496,8 @@ static void test_convt_layout(void **state) {
   const float want2[8] = {910, 1020, 1130, 1240, 1350, 1460, 1570, 1680};
   float out2[8];
   assert_int_equal(conv_shape_init(&s, 2, 1, 1, 2, 2, 1, 0, 1), 0);
-  float work2[8];
-  assert_true(conv_work_floats(&s) <= 8);
+  float work2[16];
+  assert_true(conv_work_floats(&s, 1) <= 16);
   conv_transpose2d_forward(&s, 1, out2, in, w2, NULL, work2);
   assert_floats(out2, want2, 8, 0);
 }
@@ -484,8 +554,8 @@ static void test_convt_adjoint(void **state) {
     assert_int_equal(s.ow, q[2]);
     size_t nx = (size_t)s.c * s.h * s.w, ny = (size_t)s.oc * s.oh * s.ow;
     size_t nw = (size_t)s.oc * s.c * s.k * s.k;
-    size_t nwork = conv_work_floats(&s) > conv_work_floats(&t)
-                 ? conv_work_floats(&s) : conv_work_floats(&t);
+    size_t nwork = conv_work_floats(&s, 1) > conv_work_floats(&t, 1)
+                 ? conv_work_floats(&s, 1) : conv_work_floats(&t, 1);
     float *x = fbuf(nx), *y = fbuf(ny), *wt = fbuf(nw), *work = fbuf(nwork);
     float *cx = fbuf(ny), *ty = fbuf(nx);
     fill_rand(x, nx, &r, 1.0f);
@@ -510,6 +580,9 @@ static void test_im2col_adjoint(void **state) {
   static const int cases[][8] = {
     {3, 5, 4, 2, 3, 2, 1, 0}, {2, 4, 4, 3, 4, 2, 1, 0}, {1, 7, 3, 1, 3, 1, 2, 0},
     {2, 3, 2, 3, 3, 2, 1, 1}, {3, 1, 1, 2, 4, 1, 0, 1}, {1, 2, 3, 2, 5, 3, 2, 1},
+    /* four channels or more on a small grid: im2col's tap table */
+    {5, 8, 8, 2, 4, 2, 1, 0}, {4, 6, 5, 3, 3, 1, 1, 0}, {3, 4, 4, 6, 4, 2, 1, 1},
+    {8, 4, 4, 3, 4, 1, 0, 0},
   };
   test_rng r = {5};
   for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
@@ -520,14 +593,16 @@ static void test_im2col_adjoint(void **state) {
     /* the image side: the input for Conv2d, the output when transposed */
     size_t nim = s.transposed ? (size_t)s.oc * s.oh * s.ow
                               : (size_t)s.c * s.h * s.w;
-    size_t ncol = conv_work_floats(&s);
+    size_t np = s.transposed ? (size_t)s.h * s.w : (size_t)s.oh * s.ow;
+    size_t rows = (s.transposed ? (size_t)s.oc : (size_t)s.c) * s.k * s.k;
+    size_t ncol = rows * np;
     float *im = fbuf(nim), *col = fbuf(ncol), *im2 = fbuf(nim), *col2 = fbuf(ncol);
     fill_rand(im, nim, &r, 1.0f);
     fill_rand(col, ncol, &r, 1.0f);
     fill_value(col2, ncol, NAN);
     fill_value(im2, nim, 0.0f);
-    im2col(&s, im, col2);
-    col2im(&s, col, im2);
+    im2col(&s, im, col2, np);
+    col2im(&s, col, np, im2);
     double lhs = dot(col2, col, ncol), rhs = dot(im, im2, nim);
     /* col2im sums overlaps in float, hence a float tolerance */
     if( !(fabs(lhs - rhs) <= 1e-6 * (1.0 + fabs(lhs))) ){
@@ -539,6 +614,37 @@ static void test_im2col_adjoint(void **state) {
   }
 }
 
+/* Rows ld apart: the columns land where ld says, the gaps between rows are
+** untouched, and col2im reads the same layout back (both paths: the tap
+** table with 4 channels, the row copy with 1). */
+static void test_im2col_stride(void **state) {
+  (void)state;
+  test_rng r = {8};
+  for(int c = 1; c <= 4; c += 3){
+    conv_shape s;
+    assert_int_equal(conv_shape_init(&s, c, 6, 6, 2, 4, 2, 1, 0), 0);
+    size_t np = (size_t)s.oh * s.ow, rows = (size_t)c * 16, ld = np + 5;
+    size_t nim = (size_t)c * 36;
+    float *im = fbuf(nim), *tight = fbuf(rows * np), *wide = fbuf(rows * ld);
+    float *back1 = fbuf(nim), *back2 = fbuf(nim);
+    fill_rand(im, nim, &r, 1.0f);
+    fill_value(wide, rows * ld, NAN);
+    im2col(&s, im, tight, np);
+    im2col(&s, im, wide, ld);
+    for(size_t i = 0; i < rows; i++){
+      assert_floats(wide + i * ld, tight + i * np, np, 0);
+      for(size_t j = np; j < ld; j++) assert_true(isnan(wide[i * ld + j]));
+      for(size_t j = np; j < ld; j++) wide[i * ld + j] = 1e30f; /* must not be read */
+    }
+    fill_value(back1, nim, 0.0f);
+    fill_value(back2, nim, 0.0f);
+    col2im(&s, tight, np, back1);
+    col2im(&s, wide, ld, back2);
+    assert_floats(back2, back1, nim, 0);
+    anom_free(im); anom_free(tight); anom_free(wide); anom_free(back1); anom_free(back2);
+  }
+}
+
 /* col2im adds: running it twice over a zeroed image doubles it. */
 static void test_col2im_adds(void **state) {
   (void)state;
@@ -546,15 +652,14 @@ static void test_col2im_adds(void **state) {
   float col[4] = {1, 2, 3, 4}, im[9];
   /* 1 channel 3x3 image, k2 s1 p0: each of the 4 columns covers one window */
   assert_int_equal(conv_shape_init(&s, 1, 3, 3, 1, 2, 1, 0, 0), 0);
-  assert_int_equal(conv_work_floats(&s), 16);
   float cm[16];
   for(int t = 0; t < 4; t++) memcpy(cm + 4 * t, col, sizeof(col)); /* all taps */
   fill_value(im, 9, 0.0f);
-  col2im(&s, cm, im);
+  col2im(&s, cm, 4, im);
   /* pixel (y, x) sums col over the windows containing it */
   const float want[9] = {1, 3, 2, 4, 10, 6, 3, 7, 4};
   assert_floats(im, want, 9, 0);
-  col2im(&s, cm, im);
+  col2im(&s, cm, 4, im);
   for(int i = 0; i < 9; i++) assert_true(im[i] == 2 * want[i]);
 }
 
@@ -685,6 +790,9 @@ int main(void) {
     cmocka_unit_test(test_convt_adjoint),
     cmocka_unit_test(test_im2col_adjoint),
     cmocka_unit_test(test_col2im_adds),
+    cmocka_unit_test(test_conv_chunks),
+    cmocka_unit_test(test_conv_fused),
+    cmocka_unit_test(test_im2col_stride),
     cmocka_unit_test(test_batchnorm_hand),
     cmocka_unit_test(test_batchnorm_eps),
     cmocka_unit_test(test_leaky_relu),
