@@ -4,13 +4,19 @@
 ** the model's input (image_to_tensor, the model's fit) once, untimed; then
 ** model_score runs over all N at batch 1 and at batch 64.
 **
-**   bench_core MODEL [--images N] [--data DIR] [--dump FILE]
+**   bench_core MODEL [--images N] [--threads T] [--data DIR] [--dump FILE]
 **
 ** Prints one JSON object: images per second at each batch size, and the sum
 ** of the scores (the same images through SQL or PyTorch should give the same
 ** sum). --dump writes the N input tensors as raw float32 (N, C, H, W), so
-** that the PyTorch reference scores exactly the same inputs. Threads are
-** OpenBLAS's (OPENBLAS_NUM_THREADS).
+** that the PyTorch reference scores exactly the same inputs.
+**
+** --threads T (default 1) runs T worker threads, each scoring its own
+** contiguous share of the N images at the batch size, with its own work
+** buffer, as a scan spread over cores does; the time is the wall clock from
+** the start to the last thread's end; cpu_seconds is the workers' CPU time
+** (on a busy machine, images / cpu_seconds * T is the steadier figure). Keep OpenBLAS at one thread
+** (OPENBLAS_NUM_THREADS=1) so that workers do not oversubscribe the cores.
 */
 #include "common.h"
 #include "idx.h"
@@ -20,13 +26,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
-static double now_seconds(void) {
+static double clock_seconds(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(id, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+static double now_seconds(void) { return clock_seconds(CLOCK_MONOTONIC); }
 
 /* The whole file at path into a new buffer (*out, *n). */
 static int read_file(unsigned char **out, size_t *n, const char *path, anom_err *e) {
@@ -55,39 +64,90 @@ done:
   return rc;
 }
 
-/* Score n images x (n, img) at batch b; returns seconds, sum of scores in *sum. */
-static double time_batches(const anom_model *m, const float *x, int n, size_t img, int b,
-                           float *work, score_result *res, double *sum, anom_err *e) {
-  double t0 = now_seconds();
-  *sum = 0;
-  for(int i = 0; i < n; i += b){
-    int k = n - i < b ? n - i : b;
-    if( model_score(m, k, x + (size_t)i * img, work, res, NULL, NULL, e) ) return -1;
-    for(int j = 0; j < k; j++) *sum += res[j].score;
+/* One worker: score its share x (n, img) at batch b into its own sum. */
+typedef struct worker {
+  const anom_model *m;
+  const float *x;
+  int n, b;
+  size_t img;
+  float *work;
+  score_result *res;
+  double sum;
+  double cpu;       /* the thread's CPU seconds */
+  int rc;
+  anom_err e;
+} worker;
+
+static void *worker_run(void *arg) {
+  worker *w = arg;
+  double c0 = clock_seconds(CLOCK_THREAD_CPUTIME_ID);
+  w->sum = 0;
+  w->rc = ANOM_OK;
+  for(int i = 0; i < w->n; i += w->b){
+    int k = w->n - i < w->b ? w->n - i : w->b;
+    w->rc = model_score(w->m, k, w->x + (size_t)i * w->img, w->work, w->res, NULL, NULL, &w->e);
+    if( w->rc ) break;
+    for(int j = 0; j < k; j++) w->sum += w->res[j].score;
   }
-  return now_seconds() - t0;
+  w->cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID) - c0;
+  return NULL;
+}
+
+/* Score n images x (n, img) at batch b on nt workers (each with a work buffer
+** and results for b images); returns wall seconds, the sum of scores in *sum
+** and the workers' CPU seconds in *cpu. */
+static double time_batches(worker *ws, int nt, const float *x, int n, size_t img, int b,
+                           double *sum, double *cpu, anom_err *e) {
+  pthread_t tid[64];
+  int started = 0, share = (n + nt - 1) / nt;
+  double t0 = now_seconds();
+  for(int t = 0; t < nt; t++){
+    int lo = t * share, hi = lo + share < n ? lo + share : n;
+    ws[t].x = x + (size_t)lo * img;
+    ws[t].n = hi > lo ? hi - lo : 0;
+    ws[t].b = b;
+    ws[t].img = img;
+  }
+  for(int t = 1; t < nt; t++){
+    if( pthread_create(&tid[t], NULL, worker_run, &ws[t]) ) break;
+    started = t;
+  }
+  worker_run(&ws[0]);
+  for(int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+  double secs = now_seconds() - t0;
+  *sum = 0;
+  *cpu = 0;
+  for(int t = 0; t < nt; t++){
+    if( t > started ){ anom_fail(e, ANOM_EINVAL, "cannot start thread %d", t); return -1; }
+    if( ws[t].rc ){ *e = ws[t].e; return -1; }
+    *sum += ws[t].sum;
+    *cpu += ws[t].cpu;
+  }
+  return secs;
 }
 
 int main(int argc, char **argv) {
   const char *dir = "/usr/share/datasets/fashion-mnist", *model_path = NULL, *dump = NULL;
-  int n = 1000, status = 1;
+  int n = 1000, nt = 1, status = 1;
   const int batches[2] = {1, 64};
   unsigned char *mbuf = NULL, *ibuf = NULL;
   size_t mlen = 0, ilen = 0;
   anom_model *m = NULL;
   idx_file f = {0};
-  float *x = NULL, *work = NULL;
-  score_result *res = NULL;
+  float *x = NULL;
+  worker ws[64] = {0};
   anom_err e = {0};
   for(int i = 1; i < argc; i++){
     if( !strcmp(argv[i], "--images") && i + 1 < argc ) n = atoi(argv[++i]);
+    else if( !strcmp(argv[i], "--threads") && i + 1 < argc ) nt = atoi(argv[++i]);
     else if( !strcmp(argv[i], "--data") && i + 1 < argc ) dir = argv[++i];
     else if( !strcmp(argv[i], "--dump") && i + 1 < argc ) dump = argv[++i];
     else if( argv[i][0] != '-' && !model_path ) model_path = argv[i];
     else model_path = NULL, i = argc;
   }
-  if( !model_path || n < 1 ){
-    fprintf(stderr, "usage: bench_core MODEL [--images N >= 1] [--data DIR] [--dump FILE]\n");
+  if( !model_path || n < 1 || nt < 1 || nt > 64 ){
+    fprintf(stderr, "usage: bench_core MODEL [--images N >= 1] [--threads 1..64] [--data DIR]"
+                    " [--dump FILE]\n");
     return 2;
   }
   char path[4096];
@@ -98,9 +158,13 @@ int main(int argc, char **argv) {
   if( (size_t)n > f.count ) n = (int)f.count;
   size_t img = (size_t)m->channels * m->height * m->width;
   x = anom_malloc((size_t)n * img * sizeof(float));
-  work = anom_malloc(model_work_floats(m, batches[1]) * sizeof(float));
-  res = anom_malloc(batches[1] * sizeof(score_result));
-  if( !x || !work || !res ){ anom_fail(&e, ANOM_ENOMEM, "out of memory"); goto fail; }
+  if( !x ){ anom_fail(&e, ANOM_ENOMEM, "out of memory"); goto fail; }
+  for(int t = 0; t < nt; t++){
+    ws[t].m = m;
+    ws[t].work = anom_malloc(model_work_floats(m, batches[1]) * sizeof(float));
+    ws[t].res = anom_malloc(batches[1] * sizeof(score_result));
+    if( !ws[t].work || !ws[t].res ){ anom_fail(&e, ANOM_ENOMEM, "out of memory"); goto fail; }
+  }
   for(int i = 0; i < n; i++){
     image_u8 im = { f.dims[2], f.dims[1], 1, (unsigned char *)f.data + (size_t)i * f.item_bytes };
     if( image_to_tensor(x + (size_t)i * img, &im, m->width, m->height, m->channels, m->fit, &e) )
@@ -115,17 +179,18 @@ int main(int argc, char **argv) {
     }
     if( fclose(fp) ){ anom_fail(&e, ANOM_EINVAL, "cannot write %s", dump); goto fail; }
   }
-  double sum, warm = 0;
+  double sum, warm = 0, cpu;
   /* warm up: caches, OpenBLAS buffers */
-  if( time_batches(m, x, n < 64 ? n : 64, img, batches[1], work, res, &warm, &e) < 0 ) goto fail;
-  printf("{\"impl\": \"ours-core\", \"images\": %d, \"shape\": [%d, %d, %d], \"fit\": \"%s\", "
-         "\"params\": %lld", n, m->channels, m->height, m->width, model_fit_name(m->fit),
-         (long long)model_param_count(m));
+  if( time_batches(ws, nt, x, n < 64 * nt ? n : 64 * nt, img, batches[1], &warm, &cpu, &e) < 0 )
+    goto fail;
+  printf("{\"impl\": \"ours-core\", \"images\": %d, \"threads\": %d, \"shape\": [%d, %d, %d], "
+         "\"fit\": \"%s\", \"params\": %lld", n, nt, m->channels, m->height, m->width,
+         model_fit_name(m->fit), (long long)model_param_count(m));
   for(int b = 0; b < 2; b++){
-    double s = time_batches(m, x, n, img, batches[b], work, res, &sum, &e);
+    double s = time_batches(ws, nt, x, n, img, batches[b], &sum, &cpu, &e);
     if( s < 0 ) goto fail;
-    printf(", \"batch%d\": {\"seconds\": %.6f, \"images_per_second\": %.3f, \"score_sum\": %.9g}",
-           batches[b], s, n / s, sum);
+    printf(", \"batch%d\": {\"seconds\": %.6f, \"images_per_second\": %.3f, "
+           "\"cpu_seconds\": %.6f, \"score_sum\": %.9g}", batches[b], s, n / s, cpu, sum);
   }
   printf("}\n");
   status = 0;
@@ -136,7 +201,9 @@ fail:
   anom_free(mbuf);
   anom_free(ibuf);
   anom_free(x);
-  anom_free(work);
-  anom_free(res);
+  for(int t = 0; t < nt; t++){
+    anom_free(ws[t].work);
+    anom_free(ws[t].res);
+  }
   return status;
 }
