@@ -21,6 +21,15 @@ helpers into build/bench/:
      score part, pixel AUROC, F1 at the model's threshold, a heat-map gallery.
      In the default parts when the tile folder exists (not in quick mode:
      tile_auroc.sh overwrites its models in build/bench/tiles-METHOD.db).
+  6. ("peers") Speed against ONNX Runtime and PyTorch: GANomaly (nz 100,
+     ngf 64, 1 channel) at 32x32 and 64x64, batch 1 and 64, 1 and 2 threads:
+     our core (bench_core --threads T), ONNX Runtime (tests/bench/peers/
+     onnx_score.js, onnxruntime-node installed into build/bench/node on first
+     use) and PyTorch (torch_score.py) on the same weights and inputs (models
+     made once by tests/bench/peers/make_models.py), beside one core's FMA
+     peak measured in the same run (build/bench/fma_peak); GFLOP/s and the
+     issue's two targets. Needs torch (it makes the models); without node or
+     npm the ONNX Runtime columns stay empty.
   ("figures") ROC pictures with build/bench/roc_plot: the section-4 detectors
      on their class (docs/img/roc-fashion-class1.png, from the
      build/bench/METHOD-class1-scores.csv that method_auroc.sh writes, exported
@@ -36,7 +45,7 @@ the machine and date of its run, to build/bench/results/PART.json (a later run
 of other parts leaves them; quick runs write build/bench/results/quick/).
 Then, unless BENCH_QUICK or BENCH_DOCS=0, it rewrites the generated blocks of
 docs/benchmarks.md, the lines between "<!-- bench:NAME -->" and
-"<!-- /bench:NAME -->", for the parts that ran (blocks "tiles" and
+"<!-- /bench:NAME -->", for the parts that ran (blocks "tiles", "peers" and
 "figure_fashion"; a block without its markers is appended at the end) and
 leaves every other line alone; pictures then go to docs/img/, else to
 build/bench/img/. Only the standard library is used here; torch is imported
@@ -56,7 +65,7 @@ Environment (all optional):
   BENCH_TRAIN=1          train fresh models for the AUROC table instead, with
   BENCH_EPOCHS=n         anomaly_train epochs (15) and
   BENCH_SEEDS="0 1 2"    seeds (0); quick mode trains on the first 640 normals
-  BENCH_PARTS="accuracy speed train"   which parts to run (these three by default,
+  BENCH_PARTS="accuracy speed train peers"   which parts to run (these four by default,
                          and "tiles" when the tile folder exists, outside quick
                          mode); add "methods" for section 4: the other detectors
                          trained on one class with tests/bench/method_auroc.sh
@@ -82,6 +91,8 @@ Environment (all optional):
                          passed on to tile_auroc.sh
   BENCH_TILE_LOGS=dir    read each method's tile_auroc.sh output from dir/tiles-METHOD.txt
                          (runs made earlier, e.g. several at once) instead of running it
+  BENCH_PEER_IMAGES_32=n, BENCH_PEER_IMAGES_64=n   images per run of part "peers"
+                         (1024 and 256; quick 64 and 64)
   BENCH_DOCS=0           leave docs/ alone (pictures go to build/bench/img/)
 """
 
@@ -130,7 +141,7 @@ SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0").split()]
 CLASSES = [int(c) for c in os.environ.get("BENCH_CLASSES", "").split()] or None
 TILE_DIR = os.environ.get("TILE_DIR", "../shared/data/magnetic_tile")
 HAVE_TILES = os.path.isdir(os.path.join(TILE_DIR, "train", "good"))
-PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train" + (
+PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train peers" + (
     " tiles" if HAVE_TILES and not QUICK else "")).split()
 DOCS = os.environ.get("BENCH_DOCS", "") != "0" and not QUICK
 DOC = "docs/benchmarks.md"
@@ -712,6 +723,11 @@ def report(res):
         L.append("## 5. Magnetic tiles (../shared/eval.md 1B)")
         L.append("")
         L.append(block_tiles(res["tiles"], res.get("figures"), m, OUT))
+    if res.get("peers"):
+        L.append("")
+        L.append("## 6. Speed against ONNX Runtime and PyTorch")
+        L.append("")
+        L.append(block_peers(res["peers"], m))
     fig = res.get("figures") or {}
     if fig.get("fashion") or fig.get("tiles"):
         L.append("")
@@ -900,6 +916,337 @@ def tiles():
             "summary": r["summary"],
             "command": ENV_TEXT + (" TILE_REUSE=1 " if TILE_REUSE else " ") + shlex.join(cmd)})
     return rows
+
+
+# ---------------------------------------------------------------------------
+# 6. ("peers") Speed against ONNX Runtime and PyTorch
+# ---------------------------------------------------------------------------
+
+PEER_SIZES = (32, 64)
+PEER_THREADS = (1, 2)
+PEER_NZ, PEER_NGF, PEER_NC = 100, 64, 1
+NODE_DIR = OUT + "/node"
+ORT_MODULE = NODE_DIR + "/node_modules/onnxruntime-node"
+NPM_INSTALL = ["npm", "install", "--prefix", NODE_DIR, "onnxruntime-node"]
+PEAK_TARGET = 0.75          # the issue's target: batched 64x64 at >= 75% of the FMA peak
+
+
+def ganomaly_flops(isize, nz=PEER_NZ, ngf=PEER_NGF, nc=PEER_NC):
+    """FLOP to score one image with GANomaly's generator (encoder1, decoder, encoder2):
+    2 per multiply-add of every Conv2d and ConvTranspose2d (4x4 kernels), laid out as
+    tests/bench/reference/ganomaly_ref.py builds them (no extra layers)."""
+    k = 16
+    enc, size, ch = 2 * nc * ngf * k * (isize // 2) ** 2, isize // 2, ngf
+    while size > 4:                       # pyramid: ch -> 2ch, size halves
+        enc += 2 * ch * 2 * ch * k * (size // 2) ** 2
+        ch, size = 2 * ch, size // 2
+    enc += 2 * ch * nz * k                # final 4x4 conv to 1x1
+    ch, size = ngf // 2, 4
+    while size != isize:
+        ch, size = ch * 2, size * 2
+    dec, size = 2 * nz * ch * k, 4        # 1x1 -> 4x4: each input pixel meets k weights
+    while size < isize // 2:
+        dec += 2 * ch * (ch // 2) * k * size ** 2
+        ch, size = ch // 2, size * 2
+    dec += 2 * ch * nc * k * size ** 2
+    return 2 * enc + dec
+
+
+def env_text(threads_blas, threads_omp):
+    return "OPENBLAS_CORETYPE=%s OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d" % (
+        CORETYPE or "(unset)", threads_blas, threads_omp)
+
+
+def ensure_ort():
+    """(True, None) when onnxruntime-node loads from build/bench/node (installed there
+    first when missing), else (False, why)."""
+    if not shutil.which("node"):
+        return False, "node (Node.js) not found"
+    if not os.path.isdir(ORT_MODULE):
+        if not shutil.which("npm"):
+            return False, "npm not found, and %s is not installed" % ORT_MODULE
+        log("installing onnxruntime-node into %s (once): %s" % (NODE_DIR, shlex.join(NPM_INSTALL)))
+        os.makedirs(NODE_DIR, exist_ok=True)
+        try:
+            # skip: its install script would otherwise fetch GPU libraries
+            p = subprocess.run(NPM_INSTALL, env=dict(ENV, ONNXRUNTIME_NODE_INSTALL="skip"),
+                               cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return False, "npm install failed: %s" % err
+        if p.returncode != 0 or not os.path.isdir(ORT_MODULE):
+            tail = " ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+            return False, "npm install failed (status %d; no network?): %s" % (p.returncode, tail)
+    try:
+        run(["node", "-e", "require(%s)" % json.dumps(os.path.join(ROOT, ORT_MODULE))])
+    except (CommandError, OSError) as err:
+        return False, "onnxruntime-node does not load: %s" % str(err).splitlines()[-1]
+    return True, None
+
+
+def core_has_threads(model):
+    """Whether build/bench/bench_core takes --threads (usage error, status 2, when not)."""
+    try:
+        run(["build/bench/bench_core", model, "--images", "1", "--threads", "1"],
+            env={"OPENBLAS_NUM_THREADS": "1"})
+        return True
+    except CommandError as err:
+        if err.status == 2:
+            return False
+        raise
+
+
+def fma_peak():
+    return json.loads(run(["build/bench/fma_peak"], env={"OPENBLAS_NUM_THREADS": "1"})[0])
+
+
+def peers():
+    """Our core against ONNX Runtime and PyTorch: GANomaly (nz 100, ngf 64, 1 channel)
+    at 32x32 and 64x64, batch 1 and 64, 1 and 2 threads, same weights, same inputs;
+    and one core's FMA peak, all measured in this run. None without torch (it makes the
+    models)."""
+    if not HAVE_TORCH:
+        log("peers: no torch: it makes the models and the ONNX files: part skipped")
+        return None
+    make_cmd = [PY, "tests/bench/peers/make_models.py", "--out", OUT]
+    log("peers: models (made once, cached in %s): %s" % (OUT, shlex.join(make_cmd)))
+    models = json.loads(run(make_cmd, env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})[0])
+    for s in PEER_SIZES:
+        want = ganomaly_flops(s)
+        if models[str(s)]["flops"] != want:
+            raise RuntimeError("peers: %dx%d: the layers count %d FLOP per image, the "
+                               "architecture %d" % (s, s, models[str(s)]["flops"], want))
+    ort_ok, ort_why = ensure_ort()
+    if not ort_ok:
+        log("peers: ONNX Runtime not measured: " + ort_why)
+    threads_ok = core_has_threads(models["32"]["model"])
+    if not threads_ok:
+        log("peers: build/bench/bench_core takes no --threads yet: ours runs at 1 thread only")
+    # keys are strings, as in results/peers.json
+    images = {"32": env_int("BENCH_PEER_IMAGES_32", 1024, 64),
+              "64": env_int("BENCH_PEER_IMAGES_64", 256, 64)}
+    cells = []
+    for s in PEER_SIZES:
+        m = models[str(s)]
+        n = images[str(s)]
+        inputs = "%s/inputs-peers-%d.f32" % (OUT, s)
+        dump = ["build/bench/bench_core", m["model"], "--images", str(n), "--dump", inputs]
+        run(dump, env={"OPENBLAS_NUM_THREADS": "1"})
+        for t in PEER_THREADS:
+            ours = ["build/bench/bench_core", m["model"], "--images", str(n)]
+            if threads_ok:
+                ours += ["--threads", str(t)]
+            elif t != 1:
+                ours = None
+            ort = ["node", "tests/bench/peers/onnx_score.js", m["onnx"], inputs, str(n),
+                   "--size", str(s), "--channels", str(PEER_NC), "--threads", str(t)]
+            torch_cmd = [PY, "tests/bench/torch_score.py", m["model"], inputs, str(n),
+                         "--threads", str(t)]
+            cells.append({
+                "size": s, "threads": t, "images": n, "flops": m["flops"], "params": m["params"],
+                "model": m["model"], "onnx": m["onnx"], "dump_command": env_text(1, 1) + " " +
+                shlex.join(dump),
+                "cmds": {"ours": (ours, {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}),
+                         "ort": (ort if ort_ok else None,
+                                 {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": str(t)}),
+                         "torch": (torch_cmd, {"OPENBLAS_NUM_THREADS": "1",
+                                               "OMP_NUM_THREADS": str(t)})},
+                "reps": []})
+    peaks = []
+    for i in range(REPEATS):
+        log("peers: FMA peak, repeat %d of %d" % (i + 1, REPEATS))
+        peaks.append(fma_peak())
+        for c in cells:
+            log("peers: %dx%d, %d thread(s): repeat %d of %d"
+                % (c["size"], c["size"], c["threads"], i + 1, REPEATS))
+            order = ["ours", "ort", "torch"]
+            if i % 2:
+                order.reverse()           # alternate who goes first
+            r = {}
+            for k in order:
+                cmd, env = c["cmds"][k]
+                if cmd is None:
+                    r[k] = None
+                    continue
+                try:
+                    r[k] = json.loads(run(cmd, env=env)[0])
+                except CommandError as err:
+                    if k == "ours":
+                        raise
+                    log("peers: %s failed, its cell left empty: %s" % (k, err))
+                    r[k] = None
+            c["reps"].append(r)
+    # the peak: the best of the runs (other work on the machine only lowers it)
+    best = {}
+    for p in peaks:
+        for t, g in p["fma_gflops"].items():
+            if g is not None and g > best.get(t, 0):
+                best[t] = g
+    sgemm = {}
+    for p in peaks:
+        for g in p["sgemm"]:
+            key = "%dx%dx%d" % (g["m"], g["n"], g["k"])
+            if g["gflops"] is not None and g["gflops"] > sgemm.get(key, 0):
+                sgemm[key] = g["gflops"]
+    rows = []
+    for c in cells:
+        reps = c["reps"]
+        for b in (1, 64):
+            key = "batch%d" % b
+
+            def ips(impl):
+                vals = [r[impl][key]["images_per_second"] for r in reps if r[impl] is not None]
+                return median(vals) if len(vals) == len(reps) else None
+
+            def paired(impl):
+                vals = [r["ours"][key]["images_per_second"] / r[impl][key]["images_per_second"]
+                        for r in reps if r["ours"] is not None and r[impl] is not None]
+                if len(vals) != len(reps):
+                    return None
+                return {"median": median(vals), "min": min(vals), "max": max(vals)}
+
+            ours = ips("ours")
+            gflops = ours * c["flops"] * 1e-9 if ours else None
+            peak = best.get(str(c["threads"]))
+            r_ort = paired("ort")
+            row = {"size": c["size"], "batch": b, "threads": c["threads"], "images": c["images"],
+                   "ours": ours, "ort": ips("ort"), "torch": ips("torch"),
+                   "ours_over_ort": r_ort, "ours_over_torch": paired("torch"),
+                   "ours_gflops": gflops, "fma_peak_gflops": peak,
+                   "peak_fraction": gflops / peak if gflops and peak else None,
+                   "score_sum": {k: reps[0][k][key]["score_sum"] if reps[0][k] else None
+                                 for k in ("ours", "ort", "torch")}}
+            row["met_ort"] = r_ort["median"] >= 1 if r_ort else None
+            row["met_peak"] = (row["peak_fraction"] >= PEAK_TARGET
+                               if c["size"] == 64 and b == 64 and row["peak_fraction"] else None)
+            sums = [v for v in row["score_sum"].values() if v is not None]
+            row["score_rel_diff"] = ((max(sums) - min(sums)) / abs(statistics.mean(sums))
+                                     if len(sums) > 1 and statistics.mean(sums) else None)
+            rows.append(row)
+    versions = {"ort": None, "torch": None}
+    for c in cells:
+        for r in c["reps"]:
+            if r["ort"]:
+                versions["ort"] = r["ort"].get("version")
+            if r["torch"]:
+                versions["torch"] = r["torch"].get("torch")
+    commands = {"make_models": env_text(1, 1) + " " + shlex.join(make_cmd),
+                "npm": "ONNXRUNTIME_NODE_INSTALL=skip " + shlex.join(NPM_INSTALL),
+                "fma_peak": env_text(1, 1) + " build/bench/fma_peak",
+                "dump": {str(c["size"]): c["dump_command"] for c in cells}, "cells": []}
+    for c in cells:
+        cmd = {"size": c["size"], "threads": c["threads"]}
+        for k, (argv, env) in c["cmds"].items():
+            cmd[k] = (env_text(int(env["OPENBLAS_NUM_THREADS"]), int(env["OMP_NUM_THREADS"]))
+                      + " " + shlex.join(argv)) if argv else None
+        commands["cells"].append(cmd)
+    return {"rows": rows, "fma_peak": best, "fma_isa": peaks[0]["isa"], "sgemm_1thread": sgemm,
+            "peaks": peaks, "images": images, "repeats": REPEATS, "ort": ort_ok,
+            "ort_why": ort_why, "core_threads": threads_ok, "versions": versions,
+            "flops": {str(s): ganomaly_flops(s) for s in PEER_SIZES},
+            "params": {str(s): models[str(s)]["params"] for s in PEER_SIZES},
+            "runs": [{"size": c["size"], "threads": c["threads"], "repeats": c["reps"]}
+                     for c in cells],
+            "commands": commands}
+
+
+def block_peers(p, machine):
+    """The "peers" block: the speed table against ONNX Runtime and PyTorch, the FMA peak,
+    the score sums, the commands."""
+    def ips(x):
+        return "–" if x is None else "{:,.0f}".format(x) if x >= 100 else "%.1f" % x
+
+    def met(row):
+        marks = []
+        if row["met_ort"] is not None:
+            marks.append("≥ ONNX RT %s" % ("✓" if row["met_ort"] else "✗"))
+        if row["met_peak"] is not None:
+            marks.append("≥ 75%% of peak %s" % ("✓" if row["met_peak"] else "✗"))
+        return "; ".join(marks) or "–"
+
+    v = p["versions"]
+    L = []
+    if QUICK:
+        L += ["**BENCH_QUICK smoke run: not a result** (few images, %d repeat(s))." % p["repeats"],
+              ""]
+    L.append("From `make bench`'s part \"peers\" (`BENCH_PARTS=peers` runs it alone), %s, %s "
+             "(%d cores), OpenBLAS core %s, ONNX Runtime %s (onnxruntime-node), PyTorch %s. "
+             "Images per second, median of %d repeat(s); in each repeat the three run one after "
+             "the other, in alternating order; %s images at 32×32, %s at 64×64 (the first "
+             "Fashion-MNIST test images, resized, the same input tensors for all three)."
+             % (machine["date"], machine["cpu"], machine["cores"], machine["openblas_core"],
+                v["ort"] or "not measured", v["torch"] or "not measured", p["repeats"],
+                "{:,}".format(p["images"]["32"]), "{:,}".format(p["images"]["64"])))
+    L.append("")
+    L.append("What is timed: the generator's forward pass encoder1 → decoder → encoder2 and the "
+             "latent score mean (z − z′)², on tensors already fitted (nz 100, ngf 64, 1 channel; "
+             "weights untrained, from tests/bench/peers/make_models.py). **ours** = "
+             "`model_score` (tests/bench/bench_core.c): T worker threads, each scoring its share "
+             "of the images, OpenBLAS at 1 thread each. **ONNX RT** = onnxruntime-node on the "
+             "same weights exported to ONNX (intraOpNumThreads T, interOpNumThreads 1, "
+             "graphOptimizationLevel all; tests/bench/peers/onnx_score.js). **PyTorch** = the "
+             "reference NetG (torch.set_num_threads(T), no_grad, eval; tests/bench/torch_score.py). "
+             "Ratios: median (min–max) of the per-repeat ratios, above 1 ours is faster. "
+             "**GFLOP/s** = ours images/s × %.3f GFLOP (32×32) or %.3f GFLOP (64×64) per image "
+             "(2 per multiply-add over the convolutions). **%% of peak** = of the FMA peak of "
+             "T thread(s) measured in the same run (build/bench/fma_peak: %s FMA chains, "
+             "best of the run's %d measurements): %s GFLOP/s on 1 thread, %s on 2."
+             % (p["flops"]["32"] * 1e-9, p["flops"]["64"] * 1e-9, p["fma_isa"], len(p["peaks"]),
+                "%.0f" % p["fma_peak"]["1"] if "1" in p["fma_peak"] else "–",
+                "%.0f" % p["fma_peak"]["2"] if "2" in p["fma_peak"] else "–"))
+    L.append("")
+    if not p["ort"]:
+        L.append("ONNX Runtime was not measured: %s." % p["ort_why"])
+        L.append("")
+    if not p["core_threads"]:
+        L.append("bench_core took no `--threads` in this run: ours at 2 threads not measured.")
+        L.append("")
+    L.append("| input | batch | threads | ours | ONNX RT | PyTorch | ours ÷ ONNX RT | "
+             "ours ÷ PyTorch | ours GFLOP/s | % of FMA peak | met? |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(p["rows"], key=lambda r: (r["size"], r["batch"], r["threads"])):
+        L.append("| %d×%d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["size"], r["size"], r["batch"], r["threads"], ips(r["ours"]), ips(r["ort"]),
+            ips(r["torch"]), fr(r["ours_over_ort"]), fr(r["ours_over_torch"]),
+            "–" if r["ours_gflops"] is None else "%.1f" % r["ours_gflops"],
+            "–" if r["peak_fraction"] is None else "%.0f%%" % (100 * r["peak_fraction"]),
+            met(r)))
+    L.append("")
+    met_ort = [r["met_ort"] for r in p["rows"]]
+    met_peak = [r["met_peak"] for r in p["rows"] if r["met_peak"] is not None]
+    L.append("Targets: ours at least as fast as ONNX Runtime in every cell: %s; batched 64×64 at "
+             "≥ 75%% of the FMA peak: %s." % (
+                 "not measured" if None in met_ort else
+                 "met" if all(met_ort) else "not met (%d of %d cells)" % (sum(met_ort), len(met_ort)),
+                 "not measured" if not met_peak else
+                 "met" if all(met_peak) else "not met (%d of %d cells)" % (sum(met_peak), len(met_peak))))
+    if p["sgemm_1thread"]:
+        L.append("For scale, OpenBLAS's cblas_sgemm on 1 thread, same run (GFLOP/s, M×N×K): %s."
+                 % ", ".join("%s %.0f" % (k, g) for k, g in p["sgemm_1thread"].items()))
+    L.append("")
+    worst = max((r["score_rel_diff"] or 0) for r in p["rows"])
+    L.append("Sums of the latent scores of the N images (first repeat; the three should agree to "
+             "float rounding; largest relative spread %.1e):" % worst)
+    L.append("")
+    for r in sorted(p["rows"], key=lambda r: (r["size"], r["threads"], r["batch"])):
+        ss = r["score_sum"]
+        L.append("- %d×%d, batch %d, %d thread(s): ours %s, ONNX RT %s, PyTorch %s" % (
+            r["size"], r["size"], r["batch"], r["threads"],
+            *["–" if ss[k] is None else "%.7g" % ss[k] for k in ("ours", "ort", "torch")]))
+    L.append("")
+    c = p["commands"]
+    L.append("Commands (the models and the inputs first, then each cell's three runs; "
+             "onnxruntime-node installed once with `%s`):" % c["npm"])
+    L.append("")
+    L.append("    " + c["make_models"])
+    L.append("    " + c["fma_peak"])
+    for s in sorted(c["dump"], key=int):
+        L.append("    " + c["dump"][s])
+    for cell in c["cells"]:
+        for k in ("ours", "ort", "torch"):
+            if cell[k]:
+                L.append("    " + cell[k])
+    return "\n".join(L)
 
 
 # ---------------------------------------------------------------------------
@@ -1139,6 +1486,7 @@ def block_figure_fashion(fig, base):
 
 
 BLOCK_TITLES = {"tiles": "Magnetic tiles (generated)",
+                "peers": "Speed against ONNX Runtime and PyTorch",
                 "figure_fashion": "Fashion-MNIST ROC curves (generated)"}
 
 
@@ -1204,19 +1552,24 @@ def main():
         cls = env_int("BENCH_METHOD_CLASS", 1)
         res["methods_speed"] = methods_speed([{"method": m.partition(":")[0], "class": cls}
                                               for m in method_specs()])
+    if "peers" in PARTS:
+        res["peers"] = peers()
     tile_rows = tiles() if "tiles" in PARTS else None
     if tile_rows is not None:
         res["tiles"] = tile_rows
     if "figures" in PARTS or "methods" in PARTS or tile_rows is not None:
         res["figures"] = figures(tile_rows)
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-    for part in ("accuracy", "speed", "train", "methods", "methods_speed", "tiles", "figures"):
+    for part in ("accuracy", "speed", "train", "methods", "methods_speed", "tiles", "figures",
+                 "peers"):
         if res.get(part) is not None:
             save_part(part, res[part], res)
     blocks = {}
     if res.get("tiles"):
         blocks["tiles"] = block_tiles(res["tiles"], res.get("figures"), res["machine"],
                                       os.path.dirname(DOC))
+    if res.get("peers"):
+        blocks["peers"] = block_peers(res["peers"], res["machine"])
     if res.get("figures") and res["figures"]["fashion"]:
         blocks["figure_fashion"] = block_figure_fashion(res["figures"], os.path.dirname(DOC))
     if DOCS and blocks:

@@ -2,6 +2,8 @@
 # run.sh - sqlite-anomaly's benchmarks (make bench), from the repository root
 # after `make`. Builds the C helpers into build/bench/, then runs bench.py,
 # which writes build/bench/report.md (and prints it) and build/bench/results.json.
+# Part "peers" also needs node and npm (onnxruntime-node goes into
+# build/bench/node on first use; without them its ONNX Runtime columns stay empty).
 #
 #   tests/bench/run.sh                  the full run (tens of minutes)
 #   BENCH_QUICK=1 tests/bench/run.sh    a smoke run of a minute or two
@@ -39,5 +41,6 @@ build baselines tests/bench/baselines.c core/idx.c core/image.c core/safetensors
   core/common.c core/metrics.c
 build bench_core tests/bench/bench_core.c core/*.c core/layers/*.c core/detectors/*.c
 build roc_plot tests/bench/roc_plot.c core/font.c core/image.c core/safetensors.c core/common.c
+build fma_peak tests/bench/fma_peak.c core/common.c
 
 exec "$PY" tests/bench/bench.py
