@@ -130,14 +130,27 @@ void conv_epilogue_apply(const conv_epilogue *ep, int oc, size_t hw, float *out,
     const float *x = src + (size_t)o * ld;
     float *y = out + (size_t)o * hw;
     float sc = ep->scale ? ep->scale[o] : 1.0f, sh = ep->shift ? ep->shift[o] : 0.0f;
-    if( ep->scale ) for(size_t i = 0; i < hw; i++) y[i] = x[i] * sc + sh;
-    else for(size_t i = 0; i < hw; i++) y[i] = x[i] + sh;
+    float slope = ep->slope;
+    /* one loop per activation, each simple enough for the compiler to
+    ** vectorise; tanh and sigmoid reuse the activation functions */
     switch( ep->act ){
-      case ACT_LEAKY_RELU: leaky_relu_forward(y, y, hw, ep->slope); break;
-      case ACT_RELU:       relu_forward(y, y, hw); break;
-      case ACT_TANH:       tanh_forward(y, y, hw); break;
-      case ACT_SIGMOID:    sigmoid_forward(y, y, hw); break;
-      default: break;
+      case ACT_LEAKY_RELU:
+        for(size_t i = 0; i < hw; i++){
+          float v = x[i] * sc + sh;
+          y[i] = v < 0.0f ? v * slope : v;
+        }
+        break;
+      case ACT_RELU:
+        for(size_t i = 0; i < hw; i++){
+          float v = x[i] * sc + sh;
+          y[i] = v < 0.0f ? 0.0f : v;
+        }
+        break;
+      default:
+        for(size_t i = 0; i < hw; i++) y[i] = x[i] * sc + sh;
+        if( ep->act == ACT_TANH ) tanh_forward(y, y, hw);
+        if( ep->act == ACT_SIGMOID ) sigmoid_forward(y, y, hw);
+        break;
     }
   }
 }

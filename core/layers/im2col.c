@@ -27,6 +27,9 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 typedef struct col_geom {
   int ich, ih, iw; /* image side: channels, height, width */
@@ -95,6 +98,59 @@ static void copy_strided(float *dst, const float *src, int n, int st) {
 */
 #define TAB_MAX 4096
 
+/* row[q] = plane[t[q]], or 0 where t[q] < 0 */
+static void gather_row_plain(float *row, const float *plane, const int *t, int np) {
+  for(int q = 0; q < np; q++){
+    int o = t[q];
+    float v = plane[o < 0 ? 0 : o];
+    row[q] = o < 0 ? 0.0f : v;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same with AVX2's masked gathers, eight at a time: lanes in the
+** padding are neither loaded nor left stale (they take the zero source). */
+__attribute__((target("avx2")))
+static void gather_row_avx2(float *row, const float *plane, const int *t, int np) {
+  int q = 0;
+  __m256 zero = _mm256_setzero_ps();
+  __m256i none = _mm256_set1_epi32(-1);
+  for(; q + 8 <= np; q += 8){
+    __m256i idx = _mm256_loadu_si256((const __m256i *)(t + q));
+    __m256 inside = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, none));
+    _mm256_storeu_ps(row + q, _mm256_mask_i32gather_ps(zero, plane, idx, inside, 4));
+  }
+  gather_row_plain(row + q, plane, t + q, np - q);
+}
+
+/* plane[t[q]] += row[q] where t[q] >= 0, sixteen at a time with AVX-512's
+** gather and scatter. One tap's positions land on distinct pixels, so the
+** lanes of one scatter never collide. */
+__attribute__((target("avx512f")))
+static void scatter_add_row_avx512(float *plane, const float *row, const int *t, int np) {
+  int q = 0;
+  __m512i none = _mm512_set1_epi32(-1);
+  for(; q + 16 <= np; q += 16){
+    __m512i idx = _mm512_loadu_si512(t + q);
+    __mmask16 inside = _mm512_cmpgt_epi32_mask(idx, none);
+    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), inside, idx, plane, 4);
+    v = _mm512_add_ps(v, _mm512_loadu_ps(row + q));
+    _mm512_mask_i32scatter_ps(plane, inside, idx, v, 4);
+  }
+  for(; q < np; q++)
+    if( t[q] >= 0 ) plane[t[q]] += row[q];
+}
+
+static void gather_row(float *row, const float *plane, const int *t, int np) {
+  if( __builtin_cpu_supports("avx2") ) gather_row_avx2(row, plane, t, np);
+  else gather_row_plain(row, plane, t, np);
+}
+#else
+static void gather_row(float *row, const float *plane, const int *t, int np) {
+  gather_row_plain(row, plane, t, np);
+}
+#endif
+
 /* tab (K*K, gh*gw) of plane offsets, or 0 when the grid is too big for it. */
 static int tap_table(const conv_shape *s, const col_geom *g, int *tab) {
   int k = s->k, st = s->stride, pad = s->pad, np = g->gh * g->gw;
@@ -120,15 +176,8 @@ void im2col(const conv_shape *s, const float *im, float *col, size_t ld) {
     int kk = k * k, np = g.gh * g.gw;
     for(int ch = 0; ch < g.ich; ch++){
       const float *plane = im + (size_t)ch * g.ih * g.iw;
-      for(int r = 0; r < kk; r++){
-        float *row = col + ((size_t)ch * kk + r) * ld;
-        const int *t = tab + r * np;
-        for(int q = 0; q < np; q++){
-          int o = t[q];
-          float v = plane[o < 0 ? 0 : o];
-          row[q] = o < 0 ? 0.0f : v;
-        }
-      }
+      for(int r = 0; r < kk; r++)
+        gather_row(col + ((size_t)ch * kk + r) * ld, plane, tab + r * np, np);
     }
     return;
   }
@@ -176,6 +225,18 @@ void im2col(const conv_shape *s, const float *im, float *col, size_t ld) {
 void col2im(const conv_shape *s, const float *col, size_t ld, float *im) {
   col_geom g = col_geom_of(s);
   int k = s->k, st = s->stride, pad = s->pad;
+#if defined(__x86_64__) && defined(__GNUC__)
+  int tab[TAB_MAX];
+  if( __builtin_cpu_supports("avx512f") && tap_table(s, &g, tab) ){
+    int kk = k * k, np = g.gh * g.gw;
+    for(int ch = 0; ch < g.ich; ch++){
+      float *plane = im + (size_t)ch * g.ih * g.iw;
+      for(int r = 0; r < kk; r++)
+        scatter_add_row_avx512(plane, col + ((size_t)ch * kk + r) * ld, tab + r * np, np);
+    }
+    return;
+  }
+#endif
   for(int ch = 0; ch < g.ich; ch++){
     float *plane = im + (size_t)ch * g.ih * g.iw;
     for(int ky = 0; ky < k; ky++){

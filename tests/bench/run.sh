@@ -26,7 +26,7 @@ export OPENBLAS_CORETYPE
 export OPENBLAS_NUM_THREADS="${BENCH_THREADS:-1}"
 
 CC=${CC:-cc}
-CFLAGS="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -I. -Icore -I/usr/include/stb"
+CFLAGS="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -fno-trapping-math -fvect-cost-model=cheap -I. -Icore -I/usr/include/stb"
 LIBS="-lopenblas -lcjson -lm -lpthread"
 mkdir -p build/bench
 # rebuild a helper when any C source is newer than it
