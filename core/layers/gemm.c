@@ -3,7 +3,8 @@
 **
 **   gemm(0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);   C = A B^T
 **
-** Row-major, with cblas_sgemm's meaning for every argument (see layers.h).
+** Row-major, with cblas_sgemm's meaning for every argument (see layers.h);
+** a product with one row or one column goes to cblas_sgemv instead.
 ** gemm_naive is the plain triple loop the tests hold gemm against; like
 ** BLAS it never reads C when beta == 0, so C may hold garbage or NaN.
 */
@@ -18,6 +19,27 @@ void gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
   if( k <= 0 ){
     /* BLAS rejects lda < 1 here; an empty product leaves beta * C. */
     gemm_naive(trans_a, trans_b, m, n, 0, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if( n == 1 || m == 1 ){
+    /* A product with one column (one image through a linear layer or a
+    ** convolution to 1x1) or one row is a matrix-vector product: sgemv
+    ** reads the matrix once, where sgemm would first copy it into its
+    ** packed layout. C's vector is cleared first when beta == 0, so that
+    ** it is never read (whatever the BLAS does with beta == 0). */
+    int len = n == 1 ? m : n, inc = n == 1 ? ldc : 1;
+    if( beta == 0.0f ) for(int i = 0; i < len; i++) c[(size_t)i * inc] = 0.0f;
+    if( n == 1 ){
+      /* c = op(A) b, b the column of op(B) */
+      cblas_sgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                  trans_a ? k : m, trans_a ? m : k, alpha, a, lda,
+                  b, trans_b ? 1 : ldb, beta, c, ldc);
+    }else{
+      /* c^T = op(B)^T a^T, a the row of op(A) */
+      cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans,
+                  trans_b ? n : k, trans_b ? k : n, alpha, b, ldb,
+                  a, trans_a ? lda : 1, beta, c, 1);
+    }
     return;
   }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,

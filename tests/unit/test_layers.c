@@ -134,7 +134,9 @@ static void check_gemm(int ta, int tb, int m, int n, int k, float alpha,
 static void test_gemm_vs_naive(void **state) {
   (void)state;
   static const int sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 13, 9},
-                                 {64, 33, 65}, {2, 1, 31}, {1, 40, 3}};
+                                 {64, 33, 65}, {2, 1, 31}, {1, 40, 3},
+                                 /* one column or one row: sgemv */
+                                 {100, 1, 300}, {1, 1, 50}, {1, 257, 20}, {33, 1, 1}};
   test_rng r = {12345};
   for(int ta = 0; ta < 2; ta++)
   for(int tb = 0; tb < 2; tb++)
