@@ -49,6 +49,10 @@ struct cached_model {
 ** reference the caller gives back with cache_release. */
 int cache_acquire(const void *blob, size_t n, const model_limits *lim,
                   cached_model **out, anom_err *e);
+/* The same for a stored model open as an incremental BLOB: the key is read
+** in pieces, and the whole model only on a miss. */
+int cache_acquire_blob(sqlite3_blob *bh, const model_limits *lim, cached_model **out,
+                       anom_err *e);
 void cache_release(cached_model *c);
 /* A model's row changed or went: drop its cached copy once unused. */
 void cache_forget(const void *blob, size_t n);
@@ -120,5 +124,7 @@ int anom_register_eval(sqlite3 *db, anom_conn *cn);
 int anom_register_maps(sqlite3 *db, anom_conn *cn);
 /* ---- idx_vtab.c */
 int anom_register_idx(sqlite3 *db);
+/* ---- scan.c */
+int anom_register_scan(sqlite3 *db, anom_conn *cn);
 
 #endif /* ANOM_EXT_H */

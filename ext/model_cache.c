@@ -9,7 +9,9 @@
 ** least recently used dropped first. A key is computed from the bytes every
 ** time a statement starts, so a row rewritten behind the registry's back (by
 ** another process, or a hand-edited database) is never served from a stale
-** entry.
+** entry. A stored model is hashed 64 KiB at a time through an incremental
+** BLOB handle (cache_acquire_blob), so a statement that finds its model
+** cached never holds a second copy of the file.
 */
 #include "anomaly_ext.h"
 SQLITE_EXTENSION_INIT3
@@ -23,10 +25,23 @@ static pthread_mutex_t cache_mutex = PTHREAD_MUTEX_INITIALIZER;
 static cached_model *cache_head;  /* guarded by cache_mutex */
 static uint64_t cache_clock;      /* guarded by cache_mutex */
 
-/* Two independent 64-bit multiply-xorshift lanes over 8-byte words. */
-static void hash_bytes(const void *buf, size_t n, uint64_t key[2]) {
+/*
+** The key: two independent 64-bit multiply-xorshift lanes over 8-byte
+** words, then the bytes left over. It can be fed in pieces (a stored model
+** is read 64 KiB at a time), every piece but the last a multiple of 8 bytes.
+*/
+typedef struct hash_state {
+  uint64_t a, b;
+} hash_state;
+
+static void hash_begin(hash_state *h, size_t n) {
+  h->a = 0x243f6a8885a308d3ULL ^ n;
+  h->b = 0x13198a2e03707344ULL + n;
+}
+
+static void hash_feed(hash_state *h, const void *buf, size_t n) {
   const unsigned char *p = buf;
-  uint64_t a = 0x243f6a8885a308d3ULL ^ n, b = 0x13198a2e03707344ULL + n;
+  uint64_t a = h->a, b = h->b;
   size_t i = 0;
   for(; i + 8 <= n; i += 8){
     uint64_t w;
@@ -40,10 +55,23 @@ static void hash_bytes(const void *buf, size_t n, uint64_t key[2]) {
     a = (a ^ p[i]) * 0x100000001b3ULL;
     b = (b + p[i]) * 0x94d049bb133111ebULL;
   }
+  h->a = a;
+  h->b = b;
+}
+
+static void hash_end(hash_state *h, uint64_t key[2]) {
+  uint64_t a = h->a, b = h->b;
   a ^= a >> 33; a *= 0xff51afd7ed558ccdULL; a ^= a >> 33;
   b ^= b >> 33; b *= 0xc4ceb9fe1a85ec53ULL; b ^= b >> 33;
   key[0] = a;
   key[1] = b;
+}
+
+static void hash_bytes(const void *buf, size_t n, uint64_t key[2]) {
+  hash_state h;
+  hash_begin(&h, n);
+  hash_feed(&h, buf, n);
+  hash_end(&h, key);
 }
 
 static cached_model *find_locked(const uint64_t key[2], size_t n) {
@@ -88,6 +116,18 @@ static void free_list(cached_model *c) {
   }
 }
 
+/* The cached model with this key, with a reference, or NULL. */
+static cached_model *cache_hit(const uint64_t key[2], size_t n) {
+  pthread_mutex_lock(&cache_mutex);
+  cached_model *c = find_locked(key, n);
+  if( c ){
+    c->refs++;
+    c->last_use = ++cache_clock;
+  }
+  pthread_mutex_unlock(&cache_mutex);
+  return c;
+}
+
 int cache_acquire(const void *blob, size_t n, const model_limits *lim,
                   cached_model **out, anom_err *e) {
   uint64_t key[2];
@@ -96,16 +136,7 @@ int cache_acquire(const void *blob, size_t n, const model_limits *lim,
     return anom_fail(e, ANOM_ETOOBIG, "model is %zu bytes, over the limit of %zu",
                      n, lim->max_bytes);
   hash_bytes(blob, n, key);
-  pthread_mutex_lock(&cache_mutex);
-  cached_model *c = find_locked(key, n);
-  if( c ){
-    c->refs++;
-    c->last_use = ++cache_clock;
-    pthread_mutex_unlock(&cache_mutex);
-    *out = c;
-    return ANOM_OK;
-  }
-  pthread_mutex_unlock(&cache_mutex);
+  if( (*out = cache_hit(key, n)) != NULL ) return ANOM_OK;
 
   /* Parse outside the lock: other statements need not wait for it. */
   anom_model *m;
@@ -122,7 +153,7 @@ int cache_acquire(const void *blob, size_t n, const model_limits *lim,
   fresh->refs = 1;
 
   pthread_mutex_lock(&cache_mutex);
-  c = find_locked(key, n);   /* another thread may have loaded it meanwhile */
+  cached_model *c = find_locked(key, n);   /* another thread may have loaded it meanwhile */
   if( c ){
     c->refs++;
     c->last_use = ++cache_clock;
@@ -139,6 +170,50 @@ int cache_acquire(const void *blob, size_t n, const model_limits *lim,
   free_list(dead);
   *out = c;
   return ANOM_OK;
+}
+
+/* Bytes read from a stored model at a time while computing its key. */
+#define BLOB_PIECE (64 * 1024)
+
+int cache_acquire_blob(sqlite3_blob *bh, const model_limits *lim, cached_model **out,
+                       anom_err *e) {
+  size_t n = (size_t)sqlite3_blob_bytes(bh);
+  unsigned char *buf = NULL;
+  uint64_t key[2];
+  hash_state h;
+  int rc = ANOM_OK;
+  *out = NULL;
+  if( n > lim->max_bytes )
+    return anom_fail(e, ANOM_ETOOBIG, "model is %zu bytes, over the limit of %zu",
+                     n, lim->max_bytes);
+  /* the key from pieces, so that a hit never holds the whole model twice */
+  if( !(buf = anom_malloc(BLOB_PIECE)) ) return anom_fail(e, ANOM_ENOMEM, "out of memory");
+  hash_begin(&h, n);
+  for(size_t at = 0; at < n; at += BLOB_PIECE){
+    int len = (int)(n - at < BLOB_PIECE ? n - at : BLOB_PIECE);
+    int src = sqlite3_blob_read(bh, buf, len, (int)at);
+    if( src ){
+      rc = src == SQLITE_NOMEM ? anom_fail(e, ANOM_ENOMEM, "out of memory")
+                               : anom_fail(e, ANOM_EINVAL, "cannot read it: %s", sqlite3_errstr(src));
+      goto done;
+    }
+    hash_feed(&h, buf, (size_t)len);
+  }
+  hash_end(&h, key);
+  if( (*out = cache_hit(key, n)) != NULL ) goto done;
+  /* a miss: read it whole and parse it */
+  anom_free(buf);
+  if( !(buf = anom_malloc(n ? n : 1)) ){ rc = anom_fail(e, ANOM_ENOMEM, "out of memory"); goto done; }
+  int src = sqlite3_blob_read(bh, buf, (int)n, 0);
+  if( src ){
+    rc = src == SQLITE_NOMEM ? anom_fail(e, ANOM_ENOMEM, "out of memory")
+                             : anom_fail(e, ANOM_EINVAL, "cannot read it: %s", sqlite3_errstr(src));
+    goto done;
+  }
+  rc = cache_acquire(buf, n, lim, out, e);
+done:
+  anom_free(buf);
+  return rc;
 }
 
 void cache_release(cached_model *c) {

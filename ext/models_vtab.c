@@ -375,28 +375,42 @@ int anom_registry_acquire(sqlite3 *db, const char *name, const model_limits *lim
   int exists, rc = store_exists(db, &exists);
   if( rc || !exists ) return rc;
   sqlite3_stmt *st;
-  rc = sqlite3_prepare_v2(db, "SELECT model FROM main." ANOM_STORE " WHERE name = ?1",
-                          -1, &st, 0);
+  rc = sqlite3_prepare_v2(db, "SELECT rowid, typeof(model) FROM main." ANOM_STORE
+                          " WHERE name = ?1", -1, &st, 0);
   if( rc ) return rc;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   rc = sqlite3_step(st);
-  if( rc == SQLITE_ROW ){
-    const void *b = sqlite3_column_blob(st, 0);
-    size_t n = (size_t)sqlite3_column_bytes(st, 0);
-    anom_err e;
-    anom_err_clear(&e);
-    if( !b && sqlite3_column_type(st, 0) != SQLITE_BLOB ){
-      *zerr = sqlite3_mprintf("the stored model '%s' is not a BLOB", name);
-      rc = SQLITE_ERROR;
-    }else if( (rc = cache_acquire(b, n, lim, out, &e)) != ANOM_OK ){
-      *zerr = sqlite3_mprintf("the stored model '%s' is invalid: %s", name, e.msg);
-      rc = rc == ANOM_ENOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
-    }else{
-      rc = SQLITE_OK;
-    }
-  }else{
-    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+  if( rc != SQLITE_ROW ){
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+  sqlite3_int64 rowid = sqlite3_column_int64(st, 0);
+  const char *type = (const char *)sqlite3_column_text(st, 1);
+  if( !type ){
+    sqlite3_finalize(st);
+    return SQLITE_NOMEM;
+  }
+  if( strcmp(type, "blob") ){
+    *zerr = sqlite3_mprintf("the stored model '%s' is not a BLOB", name);
+    sqlite3_finalize(st);
+    return SQLITE_ERROR;
   }
   sqlite3_finalize(st);
-  return rc;
+  /* read through an incremental handle: on a cache hit only the key's
+  ** 64 KiB pieces pass through memory, never a copy of the whole model */
+  sqlite3_blob *bh = NULL;
+  rc = sqlite3_blob_open(db, "main", ANOM_STORE, "model", rowid, 0, &bh);
+  if( rc ){
+    sqlite3_blob_close(bh);
+    return rc;
+  }
+  anom_err e;
+  anom_err_clear(&e);
+  int arc = cache_acquire_blob(bh, lim, out, &e);
+  sqlite3_blob_close(bh);
+  if( arc != ANOM_OK ){
+    *zerr = sqlite3_mprintf("the stored model '%s' is invalid: %s", name, e.msg);
+    return arc == ANOM_ENOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
+  }
+  return SQLITE_OK;
 }
