@@ -179,6 +179,18 @@ static void test_registry(void **state) {
   db = open_db(DBFILE);
   assert_int_equal(query_int(db, "SELECT count(*) FROM anomaly_models WHERE name = 'tiles'"), 1);
   check_scores(db, "photos", "tiles", &g1);
+  /* a statement whose model is cached reads the stored file 64 KiB at a time
+  ** to check its key: SQLite never holds a copy of the whole model (the old
+  ** whole-column read raised its high-water mark by the file's size) */
+  long long stored = query_int(db, "SELECT length(model) FROM anomaly_models_data "
+                                   "WHERE name = 'tiles'");
+  assert_true(stored > 200000);
+  const char *one = "SELECT anomaly_score(image, 'tiles') FROM photos LIMIT 1";
+  double s1 = query_double(db, one);
+  sqlite3_int64 base = sqlite3_memory_used();
+  sqlite3_memory_highwater(1);
+  assert_true(query_double(db, one) == s1);
+  assert_true(sqlite3_memory_highwater(0) - base < stored / 2);
   /* export: the hidden model column gives the file's bytes back */
   size_t n;
   unsigned char *file = slurp(TINY, &n);
@@ -225,7 +237,7 @@ static void test_registry(void **state) {
            "anomaly_score: the stored model 'tiles' is invalid:");
   exec_ok(db, "UPDATE anomaly_models_data SET model = 'text' WHERE name = 'tiles'");
   exec_err(db, "SELECT anomaly_score(image, 'tiles') FROM photos",
-           "anomaly_score: the stored model 'tiles' is invalid:");
+           "anomaly_score: the stored model 'tiles' is not a BLOB");
   sqlite3_close(db);
   unlink(DBFILE);
 }
@@ -581,7 +593,7 @@ static void test_inspection_methods(void **state) {
   assert_non_null(strstr(js, "\"method\":\"defectgan\""));
   sqlite3_finalize(st);
   st = query(db, "SELECT anomaly_train('ca', 'caae', image, '{\"epochs\": 3, \"nf\": 8, "
-      "\"nz\": 32, \"n_critic_early\": 2, \"lr\": 2e-4, \"fit\": \"pad\", \"quiet\": true}') "
+      "\"nz\": 32, \"n_critic_early\": 2, \"lr\": 5e-4, \"fit\": \"pad\", \"quiet\": true}') "
       "FROM trousers", NULL, 0);
   js = (const char *)sqlite3_column_text(st, 0);
   printf("# %s\n", js);
@@ -622,12 +634,18 @@ static void test_inspection_methods(void **state) {
   double auc_ca = query_double(db, "SELECT anomaly_auroc(c ->> 'residual', label <> 1) FROM scored");
   double auc_ca2 = query_double(db, "SELECT anomaly_auroc(c ->> 'l2', label <> 1) FROM scored");
   printf("# 3,000 trousers, 3 epochs, first 2,000 test images: defectgan (ngf 16) lbp %.4f, "
-         "recon %.4f; caae (nf 8, lr 2e-4) residual %.4f, l2 %.4f\n",
+         "recon %.4f; caae (nf 8, lr 5e-4) residual %.4f, l2 %.4f\n",
          auc_lbp, auc_rec, auc_ca, auc_ca2);
-  assert_true(auc_lbp > 0.75);     /* measured 0.826 */
-  assert_true(auc_rec > 0.8);      /* measured 0.854 */
-  assert_true(auc_ca > 0.6);       /* measured 0.702 */
-  assert_true(auc_ca2 > 0.65);     /* measured 0.752 */
+  /* defectgan over seeds 0, 1, 2 one build earlier: lbp 0.762, 0.730,
+  ** 0.799; recon 0.869, 0.847, 0.864 (a short GAN training moves with the
+  ** order of float sums too, so the floors sit below the lowest seed) */
+  assert_true(auc_lbp > 0.65);     /* measured 0.841 */
+  assert_true(auc_rec > 0.8);      /* measured 0.848 */
+  /* caae at lr 2e-4 swung between 0.54 and 0.70 with the seed and with the
+  ** order of float sums; at 5e-4 seeds 0, 1, 2 gave 0.854, 0.906, 0.928
+  ** (one build earlier) */
+  assert_true(auc_ca > 0.75);      /* measured 0.810 */
+  assert_true(auc_ca2 > 0.75);     /* measured 0.855 */
   sqlite3_close(db);
 }
 
