@@ -30,6 +30,18 @@ helpers into build/bench/:
      peak measured in the same run (build/bench/fma_peak); GFLOP/s and the
      issue's two targets. Needs torch (it makes the models); without node or
      npm the ONNX Runtime columns stay empty.
+  7. ("methods_torch") Every detector against its PyTorch reference: the
+     models that tests/bench/method_auroc.sh left in build/bench/METHOD-class1.db
+     (extracted to build/bench/methods/METHOD.safetensors; a method without
+     its DB is skipped, with the reason) scored by build/bench/bench_core and
+     by tests/bench/torch_methods.py on the same inputs, batch 1 and 64; AnoGAN
+     at the search its model stores (fewer repeats) and at the default 500
+     steps on a few images (a copy of the model with steps 500 in its
+     metadata). Needs torch. About 6 to 9 minutes.
+  8. ("memory") Resident memory while scoring: tests/bench/memory_bench.py
+     (VmRSS along a 100,000-row scan, plain and batched; per connection; per
+     model). About 5 to 10 minutes on a quiet machine, 17 on a loaded one; not in
+     quick mode's default parts (its --quick still scans 40,000 rows).
   ("figures") ROC pictures with build/bench/roc_plot: the section-4 detectors
      on their class (docs/img/roc-fashion-class1.png, from the
      build/bench/METHOD-class1-scores.csv that method_auroc.sh writes, exported
@@ -45,8 +57,9 @@ the machine and date of its run, to build/bench/results/PART.json (a later run
 of other parts leaves them; quick runs write build/bench/results/quick/).
 Then, unless BENCH_QUICK or BENCH_DOCS=0, it rewrites the generated blocks of
 docs/benchmarks.md, the lines between "<!-- bench:NAME -->" and
-"<!-- /bench:NAME -->", for the parts that ran (blocks "tiles", "peers" and
-"figure_fashion"; a block without its markers is appended at the end) and
+"<!-- /bench:NAME -->", for the parts that ran (blocks "tiles", "peers",
+"methods_torch", "memory" and "figure_fashion"; a block without its markers is
+appended at the end) and
 leaves every other line alone; pictures then go to docs/img/, else to
 build/bench/img/. Only the standard library is used here; torch is imported
 by the PyTorch scripts only, and their columns are left out when it is missing.
@@ -65,9 +78,10 @@ Environment (all optional):
   BENCH_TRAIN=1          train fresh models for the AUROC table instead, with
   BENCH_EPOCHS=n         anomaly_train epochs (15) and
   BENCH_SEEDS="0 1 2"    seeds (0); quick mode trains on the first 640 normals
-  BENCH_PARTS="accuracy speed train peers"   which parts to run (these four by default,
-                         and "tiles" when the tile folder exists, outside quick
-                         mode); add "methods" for section 4: the other detectors
+  BENCH_PARTS="accuracy speed train peers methods_torch memory"   which parts to run
+                         (these six by default, and "tiles" when the tile folder
+                         exists; quick mode leaves out "memory" and "tiles");
+                         add "methods" for section 4: the other detectors
                          trained on one class with tests/bench/method_auroc.sh
                          (hours), or "methods_speed" for its speed table alone, on
                          the models an earlier "methods" run left in build/bench/;
@@ -93,6 +107,9 @@ Environment (all optional):
                          (runs made earlier, e.g. several at once) instead of running it
   BENCH_PEER_IMAGES_32=n, BENCH_PEER_IMAGES_64=n   images per run of part "peers"
                          (1024 and 256; quick 64 and 64)
+  BENCH_TORCH_IMAGES=n   images per run of part "methods_torch" (256; quick 64)
+  BENCH_ANOGAN_SEARCH_IMAGES=n   its images for AnoGAN's 500-step search, 1 repeat
+                         (16; quick 2)
   BENCH_DOCS=0           leave docs/ alone (pictures go to build/bench/img/)
 """
 
@@ -141,8 +158,8 @@ SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0").split()]
 CLASSES = [int(c) for c in os.environ.get("BENCH_CLASSES", "").split()] or None
 TILE_DIR = os.environ.get("TILE_DIR", "../shared/data/magnetic_tile")
 HAVE_TILES = os.path.isdir(os.path.join(TILE_DIR, "train", "good"))
-PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train peers" + (
-    " tiles" if HAVE_TILES and not QUICK else "")).split()
+PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train peers methods_torch" + (
+    " memory" if not QUICK else "") + (" tiles" if HAVE_TILES and not QUICK else "")).split()
 DOCS = os.environ.get("BENCH_DOCS", "") != "0" and not QUICK
 DOC = "docs/benchmarks.md"
 IMG = "docs/img" if DOCS else OUT + "/img"          # where the pictures go
@@ -728,6 +745,16 @@ def report(res):
         L.append("## 6. Speed against ONNX Runtime and PyTorch")
         L.append("")
         L.append(block_peers(res["peers"], m))
+    if res.get("methods_torch"):
+        L.append("")
+        L.append("## 7. Every detector against its PyTorch reference")
+        L.append("")
+        L.append(block_methods_torch(res["methods_torch"], m))
+    if res.get("memory"):
+        L.append("")
+        L.append("## 8. Memory while scoring")
+        L.append("")
+        L.append(block_memory(res["memory"], m))
     fig = res.get("figures") or {}
     if fig.get("fashion") or fig.get("tiles"):
         L.append("")
@@ -1250,6 +1277,356 @@ def block_peers(p, machine):
 
 
 # ---------------------------------------------------------------------------
+# 8. ("memory") Resident memory while scoring
+# ---------------------------------------------------------------------------
+
+def memory():
+    """tests/bench/memory_bench.py's JSON (--quick in quick mode), with its command and
+    wall time."""
+    cmd = [PY, "tests/bench/memory_bench.py"] + (["--quick"] if QUICK else [])
+    log("memory: %s (full: 2 scans of 100,000 rows, 5 to 10 minutes)" % shlex.join(cmd))
+    t0 = time.perf_counter()
+    # its progress lines (stderr) go straight to ours: the scans take minutes
+    p = subprocess.run(cmd, env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise CommandError(cmd, p.returncode, "(its messages are above)")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["wall_seconds"] = dt
+    r["command"] = ENV_TEXT + " " + shlex.join(cmd)
+    return r
+
+
+def block_memory(r, machine):
+    """The "memory" block: RSS along the scans, per connection, per model; the notes."""
+    def mbk(kb):
+        return "–" if kb is None else "%.1f" % (kb * 1024 / 1e6)
+
+    L = []
+    if r.get("quick"):
+        L += ["**BENCH_QUICK smoke run: not a result** (%s rows, %d connections)."
+              % ("{:,}".format(r["rows"]), r["connections_opened"]), ""]
+    L.append("From `make bench`'s part \"memory\" (`BENCH_PARTS=memory` runs it alone), %s, %s "
+             "(%d cores), SQLite %s, sqlite-anomaly %s; %.0f s in all. MB = 10^6 bytes of "
+             "VmRSS (/proc/self/status), each measure in a fresh process (tests/bench/"
+             "memory_bench.py)." % (machine["date"], machine["cpu"], machine["cores"],
+                                    r.get("sqlite", "?"), r.get("extension", "?"),
+                                    r.get("seconds") or r["wall_seconds"]))
+    L.append("")
+    scans = {k: r.get(k) or {} for k in ("scan", "scan_batched")}
+    model = (r.get("connections") or {}).get("model")
+    L.append("**Scans** of %s PNG rows with the model 'm'%s: plain = `%s`, batched = `%s`. "
+             "VmRSS with the cursor stepped to each row:"
+             % ("{:,}".format(r["rows"]), " (%s)" % model if model else "",
+                scans["scan"].get("sql", "–"), scans["scan_batched"].get("sql", "–")))
+    L.append("")
+    by_row = {}
+    for k in scans:
+        for smp in scans[k].get("samples", []):
+            by_row.setdefault(smp["row"], {})[k] = smp["rss_kb"]
+    L.append("| rows | VmRSS MB plain | VmRSS MB batched |")
+    L.append("|---|---|---|")
+    for row in sorted(by_row):
+        label = ("0 (connection open)" if row == 0 else "{:,}".format(row))
+        L.append("| %s | %s | %s |" % (label, mbk(by_row[row].get("scan")),
+                                       mbk(by_row[row].get("scan_batched"))))
+    L.append("")
+    for k, name in (("scan", "plain"), ("scan_batched", "batched")):
+        s = scans[k]
+        if "skipped" in s:
+            L.append("- %s: skipped, %s." % (name, s["skipped"]))
+        elif "error" in s or "rss_growth_mb" not in s:
+            L.append("- %s: %s." % (name, s.get("error", "no result")))
+        else:
+            L.append("- %s: VmRSS %+.2f MB from row %s to row %s (%.1f bytes a row; %s), peak "
+                     "VmHWM %s MB; %s rows/s; score sum %s." % (
+                         name, s["rss_growth_mb"], "{:,}".format(s["growth_from_row"]),
+                         "{:,}".format(s["growth_to_row"]), s["rss_growth_bytes_per_row"],
+                         "flat" if s["flat"] else "not flat",
+                         mbk(max(x["hwm_kb"] for x in s["samples"])),
+                         "{:,.0f}".format(s["rows_per_second"]), "%.4f" % s["score_sum"]))
+    L.append("")
+    c = r.get("connections") or {}
+    if "per_connection" in c:
+        L.append("**Connections**: %d connections to the same database in one process, each "
+                 "scoring one row with 'm' and keeping its statement open; the model's float32 "
+                 "weights are %s MB (%s params; file %s MB)."
+                 % (len(c["per_connection"]), "%.2f" % c["weight_mb_f32"],
+                    "{:,}".format(c["params"]), "%.2f" % (c["file_bytes"] / 1e6)))
+        L.append("")
+        L.append("| connection | VmRSS MB | increment MB | of which open + load | first score | "
+                 "increment ÷ weights |")
+        L.append("|---|---|---|---|---|---|")
+        w = c["weight_bytes_f32"]
+        for p in c["per_connection"]:
+            L.append("| %d | %s | %s | %s | %s | %.2f× |" % (
+                p["connection"], mbk(p["rss_kb"]), mbk(p["increment_kb"]),
+                mbk(p["open_and_load_kb"]), mbk(p["first_score_kb"]),
+                p["increment_kb"] * 1024 / w))
+        L.append("")
+        if "one_copy" in c:
+            L.append("One copy of the weights per process: **%s** (connections 2 to %d cost %.2f "
+                     "MB on average, at most %.2f MB: %.2f× the weights; the first cost %.2f MB)%s."
+                     % ("yes" if c["one_copy"] else "no", len(c["per_connection"]),
+                        c["later_connection_mean_mb"], c["later_connection_max_mb"],
+                        c["later_mean_over_weights"], c["first_connection_mb"],
+                        "" if c.get("scores_equal", True) else "; the connections' scores differ"))
+            L.append("")
+    elif c:
+        L.append("**Connections**: %s." % c.get("error", "no result"))
+        L.append("")
+    m = r.get("models") or {}
+    if "per_model" in m:
+        L.append("**Models**: one connection scores one row with each distinct model file of "
+                 "models/ (statements kept open), after a warm-up on %s (+%.2f MB, first-use "
+                 "costs); the VmRSS increment of each:" % (m["warmup_model"],
+                                                           m["warmup_increment_mb"]))
+        L.append("")
+        L.append("| model file | file bytes | params | VmRSS increment MB | × float32 weights |")
+        L.append("|---|---|---|---|---|")
+        for p in m["per_model"]:
+            L.append("| %s | %s | %s | %.2f | %.2f× |" % (
+                p["file"], "{:,}".format(p["file_bytes"]), "{:,}".format(p["params"]),
+                p["increment_mb"], p["increment_over_weights"]))
+        L.append("")
+        if m.get("second_statement_same_model_mb") is not None:
+            L.append("A second statement on the last model added %.2f MB (its per-statement "
+                     "buffers)%s." % (m["second_statement_same_model_mb"],
+                                      "; skipped as duplicates: " + "; ".join(m["duplicates_skipped"])
+                                      if m.get("duplicates_skipped") else ""))
+            L.append("")
+    elif m:
+        L.append("**Models**: %s." % m.get("error", "no result"))
+        L.append("")
+    if r.get("notes"):
+        L += ["Notes from memory_bench.py:", ""] + ["- " + n for n in r["notes"]]
+    else:
+        L.append("Notes from memory_bench.py: none.")
+    L.append("")
+    L.append("Command (builds build/bench/memory.db once: 100,000 rows from build/bench/fashion.db):")
+    L.append("")
+    L.append("    " + r["command"] + "   # %.0f s" % r["wall_seconds"])
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------------------
+# 7. ("methods_torch") Every detector against its PyTorch reference
+# ---------------------------------------------------------------------------
+
+TORCH_METHODS = ("ganomaly", "skipganomaly", "anogan", "egbad", "alad", "defectgan", "caae")
+ANOGAN_SEARCH_STEPS = 500        # AnoGAN's default search (anomaly_train's "steps")
+METHODS_DIR = OUT + "/methods"
+
+
+def extract_model(db, path):
+    """Writes the model 'm' of db's registry (method_auroc.sh's name) to path with the
+    sqlite3 shell's writefile; returns the command, or None when db holds no such model."""
+    query = "SELECT writefile(%s, model) FROM anomaly_models_data WHERE name = 'm';" % q(path)
+    out, _ = run(["sqlite3", "-bail", db, query])
+    return 'sqlite3 %s "%s"' % (db, query) if out.strip() not in ("", "0") else None
+
+
+def with_hparams(src, dst, **changes):
+    """Copies the model file src to dst with changes merged into its hyper-parameters
+    (__metadata__.hparams). The data section, and so its checksum, is unchanged; the
+    header is written again as writers do (compact JSON, padded with spaces so that
+    8 + its length is a multiple of 8; docs/model-format.md)."""
+    with open(src, "rb") as f:
+        blob = f.read()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n].decode("utf-8"))
+    meta = header["__metadata__"]
+    meta["hparams"] = json.dumps(dict(json.loads(meta["hparams"]), **changes),
+                                 separators=(",", ":"))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    text += b" " * ((-(8 + len(text))) % 8)
+    with open(dst, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + blob[8 + n:])
+
+
+def model_hparams(path):
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(json.loads(f.read(n).decode("utf-8"))["__metadata__"]["hparams"])
+
+
+def methods_torch():
+    """Each detector trained by method_auroc.sh (build/bench/METHOD-class1.db) scored by our
+    core (bench_core) and by its PyTorch reference (torch_methods.py) on the same weights
+    and inputs, batch 1 and 64, alternating, median of the repeats; AnoGAN also at its
+    default 500-step search on a few images (a copy of its model with steps 500)."""
+    if not HAVE_TORCH:
+        log("methods_torch: no torch: part skipped")
+        return None
+    cls = env_int("BENCH_METHOD_CLASS", 1)
+    n = env_int("BENCH_TORCH_IMAGES", 256, 64)
+    n_search = env_int("BENCH_ANOGAN_SEARCH_IMAGES", 16, 2)
+    os.makedirs(METHODS_DIR, exist_ok=True)
+    skipped, runs, prep = [], [], []
+    for method in TORCH_METHODS:
+        db = "%s/%s-class%d.db" % (OUT, method, cls)
+        if not os.path.exists(db):
+            skipped.append((method, "no %s (tests/bench/method_auroc.sh %s %d makes it)"
+                            % (db, method, cls)))
+            log("methods_torch: %s skipped: %s" % (method, skipped[-1][1]))
+            continue
+        model = "%s/%s.safetensors" % (METHODS_DIR, method)
+        got = extract_model(db, model)
+        if not got:
+            skipped.append((method, "%s holds no model 'm'" % db))
+            log("methods_torch: %s skipped: %s" % (method, skipped[-1][1]))
+            continue
+        inputs = "%s/inputs-%s.f32" % (METHODS_DIR, method)
+        k = max(n, n_search) if method == "anogan" else n
+        dump = ["build/bench/bench_core", model, "--images", str(k), "--dump", inputs]
+        run(dump)
+        prep += [got, ENV_TEXT + " " + shlex.join(dump)]
+        steps = model_hparams(model).get("steps") if method == "anogan" else None
+        runs.append({"method": method, "model": model, "inputs": inputs, "images": n,
+                     "steps": steps, "repeats": max(1, REPEATS // 2) if method == "anogan"
+                     else REPEATS, "warmup": None})
+        if method == "anogan" and steps != ANOGAN_SEARCH_STEPS:
+            long_model = "%s/anogan-steps%d.safetensors" % (METHODS_DIR, ANOGAN_SEARCH_STEPS)
+            with_hparams(model, long_model, steps=ANOGAN_SEARCH_STEPS)
+            prep.append("# %s: %s with \"steps\": %d in its hparams (bench.py's with_hparams)"
+                        % (long_model, model, ANOGAN_SEARCH_STEPS))
+            runs.append({"method": "anogan", "model": long_model, "inputs": inputs,
+                         "images": n_search, "steps": ANOGAN_SEARCH_STEPS, "repeats": 1,
+                         "warmup": 1})
+    for r in runs:
+        r["ours_cmd"] = ["build/bench/bench_core", r["model"], "--images", str(r["images"])]
+        r["torch_cmd"] = [PY, "tests/bench/torch_methods.py", r["method"], r["model"],
+                          r["inputs"], str(r["images"]), "--threads", str(THREADS)]
+        if r["warmup"] is not None:
+            r["torch_cmd"] += ["--warmup", str(r["warmup"])]
+        r["reps"] = []
+    for i in range(REPEATS):
+        for r in runs:
+            if len(r["reps"]) >= r["repeats"]:
+                continue
+            log("methods_torch: %s%s, %d images: repeat %d of %d" % (
+                r["method"], ", %d steps" % r["steps"] if r["steps"] else "", r["images"],
+                i + 1, r["repeats"]))
+            order = [("ours", r["ours_cmd"]), ("torch", r["torch_cmd"])]
+            if i % 2:
+                order.reverse()            # alternate who goes first
+            try:
+                r["reps"].append({k: json.loads(run(cmd)[0]) for k, cmd in order})
+            except CommandError as err:
+                log("methods_torch: %s failed, its row left out: %s" % (r["method"], err))
+                r["error"] = str(err).splitlines()[-1]
+                r["repeats"] = 0
+    rows = []
+    for r in runs:
+        if r.get("error"):
+            skipped.append((r["method"], "failed: " + r["error"]))
+            continue
+        row = {"method": r["method"], "steps": r["steps"], "images": r["images"],
+               "repeats": len(r["reps"]), "model": r["model"]}
+        for b in (1, 64):
+            key = "batch%d" % b
+            for impl in ("ours", "torch"):
+                row["%s_b%d_ms" % (impl, b)] = 1e3 / median(
+                    [x[impl][key]["images_per_second"] for x in r["reps"]])
+                row["%s_b%d_cpu_ms" % (impl, b)] = 1e3 * median(
+                    [x[impl][key]["cpu_seconds"] / r["images"] for x in r["reps"]])
+            ratios = [x["ours"][key]["images_per_second"] / x["torch"][key]["images_per_second"]
+                      for x in r["reps"]]
+            row["ratio_b%d" % b] = {"median": median(ratios), "min": min(ratios),
+                                    "max": max(ratios)}
+            row["cpu_ratio_b%d" % b] = row["torch_b%d_cpu_ms" % b] / row["ours_b%d_cpu_ms" % b]
+            ours, ref = (r["reps"][0][k][key]["score_sum"] for k in ("ours", "torch"))
+            row["score_sum_b%d" % b] = {"ours": ours, "torch": ref}
+            row["rel_diff_b%d" % b] = abs(ours - ref) / abs(ref) if ref else None
+        rows.append(row)
+    if not rows:
+        log("methods_torch: no detector measured: part left out")
+        return None
+    versions = [r["reps"][0]["torch"].get("torch") for r in runs if r["reps"]]
+    return {"rows": rows, "skipped": skipped, "class": cls, "images": n,
+            "search_images": n_search, "repeats": REPEATS, "threads": THREADS,
+            "torch": versions[0] if versions else None,
+            "runs": [{"method": r["method"], "steps": r["steps"], "repeats": r["reps"]}
+                     for r in runs],
+            "commands": {"prepare": prep,
+                         "runs": [ENV_TEXT + " " + shlex.join(c) for r in runs
+                                  for c in (r["ours_cmd"], r["torch_cmd"])]}}
+
+
+def block_methods_torch(p, machine):
+    """The "methods_torch" block: ms per image of ours and of the PyTorch reference for each
+    detector, the ratios, the score sums, the commands."""
+    def ms(x):
+        return "%.1f" % x if x >= 10 else "%.2f" % x
+
+    def name(row):
+        if row["method"] != "anogan":
+            return method_name(row["method"])
+        return "AnoGAN (%d steps%s)" % (row["steps"], ", default" if row["steps"] ==
+                                        ANOGAN_SEARCH_STEPS else ", as stored")
+
+    L = []
+    if QUICK:
+        L += ["**BENCH_QUICK smoke run: not a result** (few images, %d repeat(s))." % p["repeats"],
+              ""]
+    L.append("From `make bench`'s part \"methods_torch\" (`BENCH_PARTS=methods_torch` runs it "
+             "alone), %s, %s (%d cores), OpenBLAS core %s, PyTorch %s, %d thread(s). Models: "
+             "the detectors trained on Fashion-MNIST class %d by tests/bench/method_auroc.sh "
+             "(build/bench/METHOD-class%d.db, extracted to %s/). Milliseconds per image, wall "
+             "clock, median of %d repeat(s)%s, ours and PyTorch one after the other "
+             "in alternating order, on the first %d Fashion-MNIST test images already fitted "
+             "(the same input tensors for both). **ours** = `model_score` "
+             "(tests/bench/bench_core.c); **PyTorch** = the reference networks of each method "
+             "with the same score formula (tests/bench/torch_methods.py; no_grad, eval). "
+             "**ratio** = ours speed ÷ PyTorch speed, median (min–max) of the per-repeat "
+             "ratios: above 1 ours is faster."
+             % (machine["date"], machine["cpu"], machine["cores"], machine["openblas_core"],
+                p["torch"] or "?", p["threads"], p["class"], p["class"], METHODS_DIR,
+                p["repeats"], " (AnoGAN fewer, see the table)" if any(
+                    r["method"] == "anogan" for r in p["rows"]) else "", p["images"]))
+    L.append("")
+    L.append("| method | images × repeats | ours b1 ms/img | PyTorch b1 | ratio | ours b64 | "
+             "PyTorch b64 | ratio | score sums agree (rel. diff) |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for r in p["rows"]:
+        diff = max(d for d in (r["rel_diff_b1"], r["rel_diff_b64"]) if d is not None) \
+            if r["rel_diff_b1"] is not None or r["rel_diff_b64"] is not None else None
+        L.append("| %s | %d × %d | %s | %s | %s | %s | %s | %s | %s |" % (
+            name(r), r["images"], r["repeats"], ms(r["ours_b1_ms"]), ms(r["torch_b1_ms"]),
+            fr(r["ratio_b1"]), ms(r["ours_b64_ms"]), ms(r["torch_b64_ms"]), fr(r["ratio_b64"]),
+            "–" if diff is None else "%s (%.1e)" % ("yes" if diff < 1e-4 else "NO", diff)))
+    L.append("")
+    if any(r["method"] == "anogan" for r in p["rows"]):
+        L.append("AnoGAN scores by searching its latent space (Adam steps on z, each a forward "
+                 "and a backward pass): the class-%d model stores a short search in its "
+                 "hyper-parameters, so it is timed as stored and again at the default %d steps "
+                 "on %d images (a copy of the model with only `steps` changed in its metadata, "
+                 "%s/anogan-steps%d.safetensors; at batch 64 those images form one batch)."
+                 % (p["class"], ANOGAN_SEARCH_STEPS, p["search_images"], METHODS_DIR,
+                    ANOGAN_SEARCH_STEPS))
+        L.append("")
+    L.append("Ratios from CPU seconds instead (steadier on a busy machine), b1 / b64: " +
+             "; ".join("%s %.2f× / %.2f×" % (name(r), r["cpu_ratio_b1"], r["cpu_ratio_b64"])
+                       for r in p["rows"]) + ".")
+    L.append("")
+    L.append("Score sums agree: the sums of the N scores (first repeat, batch 1 and batch 64) "
+             "differ by less than 1e-4 relative; ours, PyTorch: " +
+             "; ".join("%s %.7g, %.7g" % (name(r), r["score_sum_b1"]["ours"],
+                                          r["score_sum_b1"]["torch"]) for r in p["rows"]) + ".")
+    L.append("")
+    for m, why in p["skipped"]:
+        L.append("- %s not measured: %s." % (method_name(m), why))
+    if p["skipped"]:
+        L.append("")
+    L.append("Commands (each model extracted and its inputs written first; then ours and "
+             "PyTorch for each row):")
+    L.append("")
+    for c in p["commands"]["prepare"] + p["commands"]["runs"]:
+        L.append("    " + c)
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------------------
 # Figures: ROC curves
 # ---------------------------------------------------------------------------
 
@@ -1487,6 +1864,8 @@ def block_figure_fashion(fig, base):
 
 BLOCK_TITLES = {"tiles": "Magnetic tiles (generated)",
                 "peers": "Speed against ONNX Runtime and PyTorch",
+                "methods_torch": "Every detector against its PyTorch reference",
+                "memory": "Memory while scoring",
                 "figure_fashion": "Fashion-MNIST ROC curves (generated)"}
 
 
@@ -1554,6 +1933,10 @@ def main():
                                               for m in method_specs()])
     if "peers" in PARTS:
         res["peers"] = peers()
+    if "methods_torch" in PARTS:
+        res["methods_torch"] = methods_torch()
+    if "memory" in PARTS:
+        res["memory"] = memory()
     tile_rows = tiles() if "tiles" in PARTS else None
     if tile_rows is not None:
         res["tiles"] = tile_rows
@@ -1561,7 +1944,7 @@ def main():
         res["figures"] = figures(tile_rows)
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     for part in ("accuracy", "speed", "train", "methods", "methods_speed", "tiles", "figures",
-                 "peers"):
+                 "peers", "methods_torch", "memory"):
         if res.get(part) is not None:
             save_part(part, res[part], res)
     blocks = {}
@@ -1570,6 +1953,10 @@ def main():
                                       os.path.dirname(DOC))
     if res.get("peers"):
         blocks["peers"] = block_peers(res["peers"], res["machine"])
+    if res.get("methods_torch"):
+        blocks["methods_torch"] = block_methods_torch(res["methods_torch"], res["machine"])
+    if res.get("memory"):
+        blocks["memory"] = block_memory(res["memory"], res["machine"])
     if res.get("figures") and res["figures"]["fashion"]:
         blocks["figure_fashion"] = block_figure_fashion(res["figures"], os.path.dirname(DOC))
     if DOCS and blocks:

@@ -21,6 +21,7 @@ nf, critic_h1, critic_h2.
 
   model = CAAE(cfg)                    # torch's default init
   init_like_c(model, Rng(seed))        # core/detectors/caae.c's init, same draws
+  model, cfg, meta = read_model("m.safetensors")   # checksum verified, eval mode
   tr = Trainer(model, hp, rng)         # the authors' schedule (main.py)
   losses = tr.step(x)                  # rec, cons, critic, gp, enc
 """
@@ -154,6 +155,33 @@ def load_tensors(model, t, prefix=""):
         for k, v in sd.items():
             if not k.endswith("num_batches_tracked"):
                 v.copy_(torch.from_numpy(t[prefix + k]))
+
+
+def read_model(path):
+    """(model, cfg, metadata) from a 'caae' model file, in eval mode. Checks the
+    checksum and that the tensors are exactly the model's (num_batches_tracked
+    excepted)."""
+    import json
+    import safetensors_io
+    from ganomaly_ref import crc32_hex
+    header, data = safetensors_io.read_raw(path)
+    meta = header.get("__metadata__", {})
+    if meta.get("method") != "caae" or meta.get("checksum") != crc32_hex(data):
+        raise ValueError("%s: not a caae model or bad checksum" % path)
+    if meta["width"] != meta["height"]:
+        raise ValueError("%s: width %s != height %s" % (path, meta["width"], meta["height"]))
+    hp = json.loads(meta["hparams"])
+    cfg = {"side": int(meta["width"]), "nc": int(meta["channels"]), "nz": hp.get("nz", 128),
+           "nf": hp.get("nf", 16), "critic_h1": hp.get("critic_h1", 200),
+           "critic_h2": hp.get("critic_h2", 400)}
+    t, _ = safetensors_io.load(path)
+    model = CAAE(cfg)
+    expect = list(tensors(model))
+    if list(t) != expect:
+        raise ValueError("%s: tensors %s, expected %s" % (path, list(t), expect))
+    load_tensors(model, t)
+    model.eval()
+    return model, cfg, meta
 
 
 def gradient_penalty(critic, zhat):
