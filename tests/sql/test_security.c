@@ -3,14 +3,14 @@
 **
 ** A hostile database can carry views and triggers that call our functions
 ** when the victim merely reads a table. Whatever reads files or changes
-** state (anomaly_model_from_file, anomaly_config, anomaly_train, the
-** anomaly_models registry, anomaly_idx) is SQLITE_DIRECTONLY: refused inside
-** any view or trigger, whatever PRAGMA trusted_schema says. Scoring, maps
-** and AUROC are not innocuous (they depend on the registry, not only on
-** their arguments, and a scoring option can ask for minutes of work), so
-** with PRAGMA trusted_schema = OFF a schema cannot reach them either; with
-** the default (ON) it can, within the limits. The table this test prints is
-** the one in docs/security.md.
+** state or runs SQL it is given (anomaly_model_from_file, anomaly_config,
+** anomaly_train, the anomaly_models registry, anomaly_idx, anomaly_scan) is
+** SQLITE_DIRECTONLY: refused inside any view or trigger, whatever PRAGMA
+** trusted_schema says. Scoring, maps and AUROC are not innocuous (they
+** depend on the registry, not only on their arguments, and a scoring option
+** can ask for minutes of work), so with PRAGMA trusted_schema = OFF a schema
+** cannot reach them either; with the default (ON) it can, within the
+** limits. The table this test prints is the one in docs/security.md.
 */
 #include "sqltest.h"
 
@@ -37,6 +37,8 @@ static const probe probes[] = {
    "unsafe use of anomaly_train()"},
   {"view calling anomaly_idx", "SELECT * FROM v_idx", 1, 1,
    "unsafe use of virtual table \"anomaly_idx\""},
+  {"view calling anomaly_scan", "SELECT * FROM v_scan", 1, 1,
+   "unsafe use of virtual table \"anomaly_scan\""},
   {"view calling anomaly_score", "SELECT * FROM v_score", 0, 1,
    "unsafe use of anomaly_score()"},
   {"view calling anomaly_map", "SELECT * FROM v_map", 0, 1,
@@ -66,6 +68,7 @@ static void make_hostile(void) {
     "CREATE VIEW v_config AS SELECT anomaly_config('max_pixels', 1) AS v;"
     "CREATE VIEW v_models AS SELECT name FROM anomaly_models;"
     "CREATE VIEW v_idx AS SELECT count(*) FROM anomaly_idx('build/none.idx');"
+    "CREATE VIEW v_scan AS SELECT count(*) FROM anomaly_scan('m', 'SELECT id, image FROM photos');"
     "CREATE VIEW v_score AS SELECT anomaly_score(image, 'm') AS s FROM photos;"
     "CREATE VIEW v_map AS SELECT length(anomaly_map(image, 'm')) AS n FROM photos;"
     "CREATE VIEW v_auroc AS SELECT anomaly_auroc(column1, column2) FROM (VALUES (0.1, 0), (0.9, 1));"
