@@ -6,9 +6,10 @@
 **
 **   bench_core MODEL [--images N] [--threads T] [--data DIR] [--dump FILE]
 **
-** Prints one JSON object: images per second at each batch size, and the sum
-** of the scores (the same images through SQL or PyTorch should give the same
-** sum). --dump writes the N input tensors as raw float32 (N, C, H, W), so
+** Prints one JSON object: images per second at each batch size, the sum of
+** the scores (the same images through SQL or PyTorch should give the same
+** sum), and what decoding and fitting one image from a PNG costs beside it
+** (decode_fit_ms_per_image, see time_decode). --dump writes the N input tensors as raw float32 (N, C, H, W), so
 ** that the PyTorch reference scores exactly the same inputs.
 **
 ** --threads T (default 1) runs T worker threads, each scoring its own
@@ -126,6 +127,40 @@ static double time_batches(worker *ws, int nt, const float *x, int n, size_t img
   return secs;
 }
 
+/*
+** What decoding costs beside scoring: each of the n images (28x28 grey) is
+** encoded once as a PNG with our encoder (untimed), then decoded and fitted
+** to the model's input (image_decode + image_to_tensor, the work of a SQL
+** call before scoring) twice over, the second pass timed. Returns ms per
+** image, or -1 with e set.
+*/
+static double time_decode(const idx_file *f, int n, const anom_model *m, float *x,
+                          anom_err *e) {
+  unsigned char **png = anom_calloc((size_t)n, sizeof(*png));
+  size_t *len = anom_calloc((size_t)n, sizeof(*len));
+  double ms = -1, t0 = 0;
+  if( !png || !len ){ anom_fail(e, ANOM_ENOMEM, "out of memory"); goto done; }
+  for(int i = 0; i < n; i++)
+    if( image_encode_png(&png[i], &len[i], (const unsigned char *)f->data + (size_t)i * f->item_bytes,
+                         (int)f->dims[2], (int)f->dims[1], 1, e) ) goto done;
+  for(int pass = 0; pass < 2; pass++){
+    t0 = now_seconds();
+    for(int i = 0; i < n; i++){
+      image_u8 im;
+      if( image_decode(&im, png[i], len[i], 1LL << 26, e) ) goto done;
+      int rc = image_to_tensor(x, &im, m->width, m->height, m->channels, m->fit, e);
+      image_free(&im);
+      if( rc ) goto done;
+    }
+  }
+  ms = (now_seconds() - t0) * 1e3 / n;
+done:
+  if( png ) for(int i = 0; i < n; i++) anom_free(png[i]);
+  anom_free(png);
+  anom_free(len);
+  return ms;
+}
+
 int main(int argc, char **argv) {
   const char *dir = "/usr/share/datasets/fashion-mnist", *model_path = NULL, *dump = NULL;
   int n = 1000, nt = 1, status = 1;
@@ -192,7 +227,9 @@ int main(int argc, char **argv) {
     printf(", \"batch%d\": {\"seconds\": %.6f, \"images_per_second\": %.3f, "
            "\"cpu_seconds\": %.6f, \"score_sum\": %.9g}", batches[b], s, n / s, cpu, sum);
   }
-  printf("}\n");
+  double dms = time_decode(&f, n, m, x, &e);
+  if( dms < 0 ) goto fail;
+  printf(", \"decode_fit_ms_per_image\": %.6f}\n", dms);
   status = 0;
 fail:
   if( status ) fprintf(stderr, "bench_core: %s\n", e.msg);
