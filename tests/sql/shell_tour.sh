@@ -1,7 +1,7 @@
 #!/bin/sh
 # shell_tour.sh - the README's tour, run as written in Debian's sqlite3 shell:
-# import a folder of images, register a model from a file, score, export,
-# delete. The output must match the expected text exactly.
+# import a folder of images, register a model from a file, score (row by
+# row and batched), map, export, delete. The output must match the expected text exactly.
 mkdir -p build
 db=build/tour.db
 ext=${ANOMALY_EXT:-./anomaly}
@@ -24,6 +24,8 @@ INSERT INTO anomaly_models(name, model)
 SELECT name, method, width, height, channels, params, threshold FROM anomaly_models;
 SELECT id, printf('%.4f', anomaly_score(image, 'tiles')) AS s FROM photos ORDER BY s DESC LIMIT 20;
 SELECT anomaly_scores(image, 'tiles') ->> 'recon_l1' > 0 FROM photos WHERE id = 1;
+SELECT id, printf('%.4f', score) FROM anomaly_scan('tiles', 'SELECT id, image FROM photos')
+  ORDER BY score DESC LIMIT 2;
 SELECT writefile('build/tour-heat.png', anomaly_map(image, 'tiles')) > 0 FROM photos WHERE id = 2;
 SELECT writefile('build/tour-overlay.png', anomaly_map(image, 'tiles', '{"style": "overlay"}')) > 0 FROM photos WHERE id = 2;
 SELECT writefile('build/tour-worst.png', anomaly_montage(image, 'tiles', id)) > 0
@@ -40,6 +42,8 @@ tiles|ganomaly|32|32|1|66960|
 1|0.0935
 4|0.0154
 1
+2|0.6873
+3|0.2686
 1
 1
 1
