@@ -38,6 +38,9 @@ helpers into build/bench/:
      at the search its model stores (fewer repeats) and at the default 500
      steps on a few images (a copy of the model with steps 500 in its
      metadata). Needs torch. About 6 to 9 minutes.
+  ("scan") End to end in SQL over PNG BLOBs: tests/bench/scan_bench.py times
+     anomaly_score row by row against anomaly_scan at 1 and 2 threads, with
+     decoding's share measured apart (bench_core). About 2 minutes.
   8. ("memory") Resident memory while scoring: tests/bench/memory_bench.py
      (VmRSS along a 100,000-row scan, plain and batched; per connection; per
      model). About 5 to 10 minutes on a quiet machine, 17 on a loaded one; not in
@@ -58,7 +61,7 @@ of other parts leaves them; quick runs write build/bench/results/quick/).
 Then, unless BENCH_QUICK or BENCH_DOCS=0, it rewrites the generated blocks of
 docs/benchmarks.md, the lines between "<!-- bench:NAME -->" and
 "<!-- /bench:NAME -->", for the parts that ran (blocks "tiles", "peers",
-"methods_torch", "memory" and "figure_fashion"; a block without its markers is
+"methods_torch", "scan", "memory" and "figure_fashion"; a block without its markers is
 appended at the end) and
 leaves every other line alone; pictures then go to docs/img/, else to
 build/bench/img/. Only the standard library is used here; torch is imported
@@ -78,8 +81,8 @@ Environment (all optional):
   BENCH_TRAIN=1          train fresh models for the AUROC table instead, with
   BENCH_EPOCHS=n         anomaly_train epochs (15) and
   BENCH_SEEDS="0 1 2"    seeds (0); quick mode trains on the first 640 normals
-  BENCH_PARTS="accuracy speed train peers methods_torch memory"   which parts to run
-                         (these six by default, and "tiles" when the tile folder
+  BENCH_PARTS="accuracy speed train peers methods_torch scan memory"   which parts to run
+                         (these seven by default, and "tiles" when the tile folder
                          exists; quick mode leaves out "memory" and "tiles");
                          add "methods" for section 4: the other detectors
                          trained on one class with tests/bench/method_auroc.sh
@@ -158,7 +161,7 @@ SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0").split()]
 CLASSES = [int(c) for c in os.environ.get("BENCH_CLASSES", "").split()] or None
 TILE_DIR = os.environ.get("TILE_DIR", "../shared/data/magnetic_tile")
 HAVE_TILES = os.path.isdir(os.path.join(TILE_DIR, "train", "good"))
-PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train peers methods_torch" + (
+PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train peers methods_torch scan" + (
     " memory" if not QUICK else "") + (" tiles" if HAVE_TILES and not QUICK else "")).split()
 DOCS = os.environ.get("BENCH_DOCS", "") != "0" and not QUICK
 DOC = "docs/benchmarks.md"
@@ -1280,6 +1283,50 @@ def block_peers(p, machine):
 # 8. ("memory") Resident memory while scoring
 # ---------------------------------------------------------------------------
 
+def scan():
+    """End to end in SQL over PNG BLOBs: tests/bench/scan_bench.py's JSON (anomaly_score row by
+    row against anomaly_scan at 1 and 2 threads; 28x28 PNGs with the 32x32 model, 64x64 PNGs
+    with the 64x64 one), with its command."""
+    n = 256 if QUICK else 2000
+    cmd = [PY, "tests/bench/scan_bench.py", str(n), str(REPEATS if not QUICK else 1)]
+    log("scan: %s" % shlex.join(cmd))
+    out, _ = run(cmd)
+    r = json.loads(out.strip().splitlines()[-1])
+    r["command"] = ENV_TEXT + " " + shlex.join(cmd)
+    return r
+
+
+def block_scan(r, machine):
+    """The docs block of part "scan"."""
+    L = ["From `make bench`'s part \"scan\" (`BENCH_PARTS=scan` runs it alone), %s, %s. "
+         "Each figure is the best of the runs. **anomaly_score** = `SELECT sum(anomaly_score(image, "
+         "'m')) FROM t`, one row at a time on one thread; **scan** = `SELECT sum(score) FROM "
+         "anomaly_scan('m', 'SELECT rowid, image FROM t', '{\"threads\": T}')` (batches of 64). "
+         "Both include reading the row, decoding the PNG, fitting it and scoring. **decode share** = "
+         "decoding and fitting one PNG alone (build/bench/bench_core, the same images) ÷ the "
+         "scan's CPU time per image at one thread." % (
+             time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine.get("cpu", "?")), "",
+         "| images | model | anomaly_score | scan, 1 thread | scan, 2 threads | scan 2 ÷ anomaly_score "
+         "| decode + fit ms | decode share |",
+         "|---|---|---|---|---|---|---|---|"]
+    for key, label in (("fashion28", "28×28 PNG"), ("fashion64", "64×64 PNG")):
+        m = r.get(key)
+        if not isinstance(m, dict):
+            L.append("| %s | %s | | | | | | |" % (label, m))
+            continue
+        a, s1, s2 = (m["anomaly_score_images_per_second"], m["scan_threads1_images_per_second"],
+                     m["scan_threads2_images_per_second"])
+        share = m.get("decode_fit_share")
+        L.append("| %s × %d | %s | %s | %s | %s | %.2f× | %s | %s |" % (
+            label, m["images"], os.path.basename(m["model"]), f0(a), f0(s1), f0(s2), s2 / a,
+            m.get("decode_fit_ms_per_image"), "%.1f%%" % (100 * share) if share else "?"))
+    L += ["", "Sums of the scores agree between the forms to float rounding: " + "; ".join(
+        "%s: %s" % (k, ", ".join("%s %.6g" % (f, v) for f, v in r[k]["score_sums"].items()))
+        for k in ("fashion28", "fashion64") if isinstance(r.get(k), dict)) + ".", "",
+          "Command:", "", "    " + r["command"]]
+    return "\n".join(L)
+
+
 def memory():
     """tests/bench/memory_bench.py's JSON (--quick in quick mode), with its command and
     wall time."""
@@ -1863,6 +1910,7 @@ def block_figure_fashion(fig, base):
 
 
 BLOCK_TITLES = {"tiles": "Magnetic tiles (generated)",
+                "scan": "End to end in SQL: row by row and batched",
                 "peers": "Speed against ONNX Runtime and PyTorch",
                 "methods_torch": "Every detector against its PyTorch reference",
                 "memory": "Memory while scoring",
@@ -1935,6 +1983,8 @@ def main():
         res["peers"] = peers()
     if "methods_torch" in PARTS:
         res["methods_torch"] = methods_torch()
+    if "scan" in PARTS:
+        res["scan"] = scan()
     if "memory" in PARTS:
         res["memory"] = memory()
     tile_rows = tiles() if "tiles" in PARTS else None
@@ -1944,7 +1994,7 @@ def main():
         res["figures"] = figures(tile_rows)
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     for part in ("accuracy", "speed", "train", "methods", "methods_speed", "tiles", "figures",
-                 "peers", "methods_torch", "memory"):
+                 "peers", "methods_torch", "scan", "memory"):
         if res.get(part) is not None:
             save_part(part, res[part], res)
     blocks = {}
@@ -1957,6 +2007,8 @@ def main():
         blocks["methods_torch"] = block_methods_torch(res["methods_torch"], res["machine"])
     if res.get("memory"):
         blocks["memory"] = block_memory(res["memory"], res["machine"])
+    if res.get("scan"):
+        blocks["scan"] = block_scan(res["scan"], res["machine"])
     if res.get("figures") and res["figures"]["fashion"]:
         blocks["figure_fashion"] = block_figure_fashion(res["figures"], os.path.dirname(DOC))
     if DOCS and blocks:
