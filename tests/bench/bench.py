@@ -1303,7 +1303,8 @@ def block_scan(r, machine):
          "'m')) FROM t`, one row at a time on one thread; **scan** = `SELECT sum(score) FROM "
          "anomaly_scan('m', 'SELECT rowid, image FROM t', '{\"threads\": T}')` (batches of 64). "
          "Both include reading the row, decoding the PNG, fitting it and scoring. **decode share** = "
-         "decoding and fitting one PNG alone (build/bench/bench_core, the same images) ÷ the "
+         "decoding and fitting one PNG alone (build/bench/bench_core: the same Fashion-MNIST "
+         "images as 28×28 PNGs, fitted to the model's input) ÷ the "
          "scan's CPU time per image at one thread." % (
              time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine.get("cpu", "?")), "",
          "| images | model | anomaly_score | scan, 1 thread | scan, 2 threads | scan 2 ÷ anomaly_score "
@@ -1910,10 +1911,10 @@ def block_figure_fashion(fig, base):
 
 
 BLOCK_TITLES = {"tiles": "Magnetic tiles (generated)",
-                "scan": "End to end in SQL: row by row and batched",
-                "peers": "Speed against ONNX Runtime and PyTorch",
-                "methods_torch": "Every detector against its PyTorch reference",
-                "memory": "Memory while scoring",
+                "scan": "9. End to end in SQL: row by row and batched",
+                "peers": "6. Speed against ONNX Runtime and PyTorch",
+                "methods_torch": "7. Every detector against its PyTorch reference",
+                "memory": "8. Memory while scoring",
                 "figure_fashion": "Fashion-MNIST ROC curves (generated)"}
 
 
