@@ -64,7 +64,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 SQL_SRC  := $(wildcard tests/sql/test_*.c)
 SQL_BIN  := $(SQL_SRC:tests/sql/test_%.c=$(BUILD)/tests/sql_%)
 
-.PHONY: all deps deps-test deps-demo test demo bench clean valgrind fuzz
+.PHONY: all deps deps-test deps-demo test demo bench clean valgrind fuzz static install uninstall
 all: deps
 	@$(MAKE) --no-print-directory anomaly.so
 
@@ -88,6 +88,50 @@ $(BUILD)/t/%.o: %.c
 $(BUILD)/tests/%: tests/unit/%.c $(TCORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DANOM_TEST -Itests -o $@ $< $(TCORE_OBJ) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+# ---- linking it into a program (ext/anomaly.h): the same sources compiled
+# with SQLITE_CORE, so that they call SQLite directly, not through a loader's
+# table of routines
+STATIC_LIB := libsqlite_anomaly.a
+STATIC_OBJ := $(CORE_SRC:%.c=$(BUILD)/static/%.o) $(EXT_SRC:%.c=$(BUILD)/static/%.o)
+
+static: deps
+	@$(MAKE) --no-print-directory $(STATIC_LIB)
+
+$(STATIC_LIB): $(STATIC_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/static/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSQLITE_CORE -MMD -MP -c -o $@ $<
+
+# ---- make install [PREFIX=/usr/local] [DESTDIR=...]: the loadable extension
+# (.load /usr/local/lib/sqlite3/anomaly), the static library, its header and
+# a pkg-config file (pkg-config --static --libs sqlite-anomaly)
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+EXTDIR  ?= $(LIBDIR)/sqlite3
+PCDIR   ?= $(LIBDIR)/pkgconfig
+VERSION := $(shell sed -n 's/^.define ANOM_VERSION "\(.*\)"/\1/p' core/common.h)
+
+install: anomaly.so $(STATIC_LIB)
+	install -d $(DESTDIR)$(EXTDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR)
+	install -m 644 anomaly.so $(DESTDIR)$(EXTDIR)/anomaly.so
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/$(STATIC_LIB)
+	install -m 644 ext/anomaly.h $(DESTDIR)$(INCDIR)/anomaly.h
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' \
+	  'extensiondir=$(EXTDIR)' '' 'Name: sqlite-anomaly' \
+	  'Description: GAN-based image anomaly detection inside SQLite' \
+	  'Version: $(VERSION)' 'Requires: sqlite3' 'Cflags: -I$${includedir}' \
+	  'Libs: -L$${libdir} -lsqlite_anomaly' 'Libs.private: $(LDLIBS)' \
+	  > $(DESTDIR)$(PCDIR)/sqlite-anomaly.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(EXTDIR)/anomaly.so $(DESTDIR)$(LIBDIR)/$(STATIC_LIB) \
+	  $(DESTDIR)$(INCDIR)/anomaly.h $(DESTDIR)$(PCDIR)/sqlite-anomaly.pc
+	-rmdir $(DESTDIR)$(EXTDIR) 2>/dev/null
 
 deps-demo:
 	@scripts/deps.sh $(DEPS_BUILD) dataset-fashion-mnist
@@ -126,7 +170,7 @@ $(BUILD)/tests/anomaly_oom.so: $(TCORE_OBJ) $(EXT_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 clean:
-	rm -rf build build-san-* build-fuzz anomaly.so
+	rm -rf build build-san-* build-fuzz anomaly.so $(STATIC_LIB)
 
 # ---- fuzzing (tests/fuzz/README.md): libFuzzer harnesses built with clang,
 # ASan and UBSan into build-fuzz/. `make fuzz` runs each for FUZZ_SECONDS on

@@ -7,9 +7,12 @@
 ** Registers the functions (functions.c) and the anomaly_models registry
 ** (models_vtab.c) on a connection. The library stays loaded for the life of
 ** the process (SQLITE_OK_LOAD_PERMANENTLY), since parsed models are shared
-** between connections through model_cache.c.
+** between connections through model_cache.c. Compiled with SQLITE_CORE it
+** is the static library's entry point (anomaly.h), for
+** sqlite3_auto_extension().
 */
 #include "anomaly_ext.h"
+#include "anomaly.h"        /* the prototype programs link against */
 SQLITE_EXTENSION_INIT1
 
 #include "core/image.h"
@@ -56,5 +59,11 @@ int sqlite3_anomaly_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routine
                                 sqlite3_errmsg(db));
     return rc;
   }
+#ifdef SQLITE_CORE
+  /* linked in (anomaly.h): sqlite3_auto_extension counts any other code as
+  ** a failure */
+  return SQLITE_OK;
+#else
   return SQLITE_OK_LOAD_PERMANENTLY;
+#endif
 }
