@@ -106,6 +106,11 @@ $(BUILD)/static/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSQLITE_CORE -MMD -MP -c -o $@ $<
 
+# examples/c/: programs with the static library linked in (tests/sql/example_c.sh)
+$(BUILD)/examples/%: examples/c/%.c ext/anomaly.h $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iext -o $@ $< $(STATIC_LIB) $(LDFLAGS) -lsqlite3 $(LDLIBS)
+
 # ---- make install [PREFIX=/usr/local] [DESTDIR=...]: the loadable extension
 # (.load /usr/local/lib/sqlite3/anomaly), the static library, its header and
 # a pkg-config file (pkg-config --static --libs sqlite-anomaly)
