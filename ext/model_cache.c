@@ -128,6 +128,9 @@ static cached_model *cache_hit(const uint64_t key[2], size_t n) {
   return c;
 }
 
+static int cache_load(const uint64_t key[2], const void *blob, size_t n,
+                      const model_limits *lim, cached_model **out, anom_err *e);
+
 int cache_acquire(const void *blob, size_t n, const model_limits *lim,
                   cached_model **out, anom_err *e) {
   uint64_t key[2];
@@ -137,7 +140,13 @@ int cache_acquire(const void *blob, size_t n, const model_limits *lim,
                      n, lim->max_bytes);
   hash_bytes(blob, n, key);
   if( (*out = cache_hit(key, n)) != NULL ) return ANOM_OK;
+  return cache_load(key, blob, n, lim, out, e);
+}
 
+/* A miss: parse blob (whose key is key) and add it, or take the copy
+** another thread added meanwhile. */
+static int cache_load(const uint64_t key[2], const void *blob, size_t n,
+                      const model_limits *lim, cached_model **out, anom_err *e) {
   /* Parse outside the lock: other statements need not wait for it. */
   anom_model *m;
   int rc = model_load(&m, blob, n, lim, e);
@@ -147,7 +156,7 @@ int cache_acquire(const void *blob, size_t n, const model_limits *lim,
     model_free(m);
     return anom_fail(e, ANOM_ENOMEM, "out of memory");
   }
-  memcpy(fresh->key, key, sizeof(key));
+  memcpy(fresh->key, key, sizeof(fresh->key));
   fresh->nbytes = n;
   fresh->model = m;
   fresh->refs = 1;
@@ -175,6 +184,14 @@ int cache_acquire(const void *blob, size_t n, const model_limits *lim,
 /* Bytes read from a stored model at a time while computing its key. */
 #define BLOB_PIECE (64 * 1024)
 
+/* len bytes of bh from offset at into buf, SQLite's failure as ours. */
+static int blob_read(sqlite3_blob *bh, void *buf, int len, size_t at, anom_err *e) {
+  int src = sqlite3_blob_read(bh, buf, len, (int)at);
+  if( src == SQLITE_OK ) return ANOM_OK;
+  if( src == SQLITE_NOMEM ) return anom_fail(e, ANOM_ENOMEM, "out of memory");
+  return anom_fail(e, ANOM_EINVAL, "cannot read it: %s", sqlite3_errstr(src));
+}
+
 int cache_acquire_blob(sqlite3_blob *bh, const model_limits *lim, cached_model **out,
                        anom_err *e) {
   size_t n = (size_t)sqlite3_blob_bytes(bh);
@@ -191,12 +208,7 @@ int cache_acquire_blob(sqlite3_blob *bh, const model_limits *lim, cached_model *
   hash_begin(&h, n);
   for(size_t at = 0; at < n; at += BLOB_PIECE){
     int len = (int)(n - at < BLOB_PIECE ? n - at : BLOB_PIECE);
-    int src = sqlite3_blob_read(bh, buf, len, (int)at);
-    if( src ){
-      rc = src == SQLITE_NOMEM ? anom_fail(e, ANOM_ENOMEM, "out of memory")
-                               : anom_fail(e, ANOM_EINVAL, "cannot read it: %s", sqlite3_errstr(src));
-      goto done;
-    }
+    if( (rc = blob_read(bh, buf, len, at, e)) != ANOM_OK ) goto done;
     hash_feed(&h, buf, (size_t)len);
   }
   hash_end(&h, key);
@@ -204,13 +216,8 @@ int cache_acquire_blob(sqlite3_blob *bh, const model_limits *lim, cached_model *
   /* a miss: read it whole and parse it */
   anom_free(buf);
   if( !(buf = anom_malloc(n ? n : 1)) ){ rc = anom_fail(e, ANOM_ENOMEM, "out of memory"); goto done; }
-  int src = sqlite3_blob_read(bh, buf, (int)n, 0);
-  if( src ){
-    rc = src == SQLITE_NOMEM ? anom_fail(e, ANOM_ENOMEM, "out of memory")
-                             : anom_fail(e, ANOM_EINVAL, "cannot read it: %s", sqlite3_errstr(src));
-    goto done;
-  }
-  rc = cache_acquire(buf, n, lim, out, e);
+  if( (rc = blob_read(bh, buf, (int)n, 0, e)) == ANOM_OK )
+    rc = cache_load(key, buf, n, lim, out, e);   /* hashed already */
 done:
   anom_free(buf);
   return rc;
