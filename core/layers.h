@@ -108,18 +108,19 @@ void conv_transpose2d_forward_naive(const conv_shape *s, int n, float *out,
                                     const float *bias);
 
 /*
-** im2col / col2im for one image. im is the tensor the kernel window slides
+** im2col / col2im. im is the tensor the kernel window slides
 ** over and col has one column per window position. A transposed conv is the
 ** adjoint of the Conv2d from (OC, OH, OW) back to (C, H, W), so its sides swap:
 **   Conv2d:          im (C, H, W)    <-> col (C*K*K, OH*OW)
 **   ConvTranspose2d: im (OC, OH, OW) <-> col (OC*K*K, H*W)
 ** col[(ch*K + ky)*K + kx, gy*GW + gx] = im[ch, gy*stride - pad + ky,
 ** gx*stride - pad + kx] (zero outside im), GW = OW or W. col2im adds into im.
-** Rows of col are ld floats apart (ld >= the number of window positions),
-** so several images' columns can sit side by side in one matrix.
+** Both take n images at once (consecutive in im), whose column matrices sit
+** side by side in col, image j at column j*GH*GW; rows of col are ld floats
+** apart (ld >= n*GH*GW).
 */
-void im2col(const conv_shape *s, const float *im, float *col, size_t ld);
-void col2im(const conv_shape *s, const float *col, size_t ld, float *im);
+void im2col(const conv_shape *s, int n, const float *im, float *col, size_t ld);
+void col2im(const conv_shape *s, int n, const float *col, size_t ld, float *im);
 
 /*
 ** Batch norm in inference mode, per channel over (N, C, HW):
@@ -147,6 +148,9 @@ void sigmoid_forward(float *out, const float *in, size_t count);
 void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
                      float *dbias, const float *dout, const float *in,
                      const float *weight, float *work);
+/* dbias (OC) += dout (N, OC, HW) summed over N and HW, per image and
+** channel in double: the bias gradient of either convolution. */
+void conv_bias_backward(int n, int oc, size_t hw, float *dbias, const float *dout);
 void conv_transpose2d_backward(const conv_shape *s, int n, float *din,
                                float *dweight, float *dbias, const float *dout,
                                const float *in, const float *weight, float *work);

@@ -165,7 +165,7 @@ void conv2d_forward_fused(const conv_shape *s, int n, float *out, const float *i
     int m = n - i0 < nb ? n - i0 : nb, ld = m * ohw;
     const float *b = col;
     if( m == 1 && pointwise ) b = in + i0 * in_img;
-    else for(int j = 0; j < m; j++) im2col(s, in + (i0 + j) * in_img, col + (size_t)j * ohw, ld);
+    else im2col(s, m, in + i0 * in_img, col, ld);
     if( m == 1 ){
       float *y = out + i0 * out_img;
       gemm(0, 0, s->oc, ohw, ckk, 1.0f, weight, ckk, b, ohw, 0.0f, y, ohw);
@@ -185,14 +185,14 @@ void conv2d_forward(const conv_shape *s, int n, float *out, const float *in,
   conv2d_forward_fused(s, n, out, in, weight, &ep, work);
 }
 
-/* dbias (OC) += dout (OC, HW) summed over HW, in double per channel */
-static void add_bias_grad(float *dbias, const float *dout, int oc, size_t hw) {
-  for(int o = 0; o < oc; o++){
-    const float *p = dout + (size_t)o * hw;
-    double acc = 0.0;
-    for(size_t i = 0; i < hw; i++) acc += p[i];
-    dbias[o] += (float)acc;
-  }
+void conv_bias_backward(int n, int oc, size_t hw, float *dbias, const float *dout) {
+  for(int i = 0; i < n; i++)
+    for(int o = 0; o < oc; o++){
+      const float *p = dout + ((size_t)i * oc + o) * hw;
+      double acc = 0.0;
+      for(size_t j = 0; j < hw; j++) acc += p[j];
+      dbias[o] += (float)acc;
+    }
 }
 
 void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
@@ -203,7 +203,7 @@ void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
   int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
   float *col = work, *dy = work + (size_t)nb * ckk * ohw;
   if( dbias )
-    for(int i = 0; i < n; i++) add_bias_grad(dbias, dout + i * out_img, s->oc, (size_t)ohw);
+    conv_bias_backward(n, s->oc, (size_t)ohw, dbias, dout);
   if( !dweight && !din ) return;
   for(int i0 = 0; i0 < n; i0 += nb){
     int m = n - i0 < nb ? n - i0 : nb, ld = m * ohw;
@@ -219,7 +219,7 @@ void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
     if( dweight ){
       const float *b = col;
       if( m == 1 && pointwise ) b = in + i0 * in_img;
-      else for(int j = 0; j < m; j++) im2col(s, in + (i0 + j) * in_img, col + (size_t)j * ohw, ld);
+      else im2col(s, m, in + i0 * in_img, col, ld);
       gemm(0, 1, s->oc, ckk, ld, 1.0f, g, ld, b, ld, 1.0f, dweight, ckk);
     }
     if( din ){
@@ -228,7 +228,7 @@ void conv2d_backward(const conv_shape *s, int n, float *din, float *dweight,
         continue;
       }
       gemm(1, 0, ckk, ld, s->oc, 1.0f, weight, ckk, g, ld, 0.0f, col, ld);
-      for(int j = 0; j < m; j++) col2im(s, col + (size_t)j * ohw, ld, din + (i0 + j) * in_img);
+      col2im(s, m, col, ld, din + i0 * in_img);
     }
   }
 }

@@ -61,12 +61,11 @@ void conv_transpose2d_forward_fused(const conv_shape *s, int n, float *out,
       continue;
     }
     gemm(1, 0, okk, ld, s->c, 1.0f, weight, okk, x, ld, 0.0f, col, ld);
-    for(int j = 0; j < m; j++){
-      float *y = out + (i0 + j) * out_img;
-      memset(y, 0, out_img * sizeof(float));
-      col2im(s, col + (size_t)j * hw, ld, y);
-      conv_epilogue_apply(ep, s->oc, ohw, y, y, ohw);
-    }
+    float *y = out + i0 * out_img;
+    memset(y, 0, (size_t)m * out_img * sizeof(float));
+    col2im(s, m, col, ld, y);
+    for(int j = 0; j < m; j++)
+      conv_epilogue_apply(ep, s->oc, ohw, y + j * out_img, y + j * out_img, ohw);
   }
 }
 
@@ -75,16 +74,6 @@ void conv_transpose2d_forward(const conv_shape *s, int n, float *out,
                               const float *bias, float *work) {
   conv_epilogue ep = { NULL, bias, ACT_NONE, 0.0f };
   conv_transpose2d_forward_fused(s, n, out, in, weight, &ep, work);
-}
-
-/* dbias (OC) += dout (OC, HW) summed over HW, in double per channel */
-static void add_bias_grad(float *dbias, const float *dout, int oc, size_t hw) {
-  for(int o = 0; o < oc; o++){
-    const float *p = dout + (size_t)o * hw;
-    double acc = 0.0;
-    for(size_t i = 0; i < hw; i++) acc += p[i];
-    dbias[o] += (float)acc;
-  }
 }
 
 void conv_transpose2d_backward(const conv_shape *s, int n, float *din,
@@ -96,13 +85,13 @@ void conv_transpose2d_backward(const conv_shape *s, int n, float *din,
   int pointwise = s->k == 1 && s->stride == 1 && s->pad == 0;
   float *col = work, *side = work + (size_t)nb * okk * hw;
   if( dbias )
-    for(int i = 0; i < n; i++) add_bias_grad(dbias, dout + i * out_img, s->oc, (size_t)s->oh * s->ow);
+    conv_bias_backward(n, s->oc, (size_t)s->oh * s->ow, dbias, dout);
   if( !din && !dweight ) return;
   for(int i0 = 0; i0 < n; i0 += nb){
     int m = n - i0 < nb ? n - i0 : nb, ld = m * hw;
     const float *colgrad = dout + i0 * out_img; /* one pointwise image: dout itself */
     if( !(m == 1 && pointwise) ){
-      for(int j = 0; j < m; j++) im2col(s, dout + (i0 + j) * out_img, col + (size_t)j * hw, ld);
+      im2col(s, m, dout + i0 * out_img, col, ld);
       colgrad = col;
     }
     if( dweight ){

@@ -2,7 +2,7 @@
 ** im2col.c - unfold one image into the column matrix of a convolution
 ** (im2col) and fold a column matrix back, summing overlaps (col2im).
 **
-**   im2col(&s, in_image, work);    then one gemm against the weight
+**   im2col(&s, n, images, work, ld);    then one gemm against the weight
 **
 ** Both functions serve both conv shapes. They see a convolution as an
 ** "image" side (ich, ih, iw) the K x K window slides over and a "grid"
@@ -18,8 +18,8 @@
 **                                             gx*stride - pad + kx]
 **
 ** with zero for positions outside the image (the zero padding). Rows of col
-** are ld floats apart (ld >= gh*gw), so that the column matrices of several
-** images can sit side by side in one matrix, image j at column j*gh*gw.
+** are ld floats apart (ld >= n*gh*gw): the column matrices of the n images
+** sit side by side in one matrix, image j at column j*gh*gw.
 */
 #include "layers.h"
 
@@ -167,91 +167,114 @@ static int tap_table(const conv_shape *s, const col_geom *g, int *tab) {
   return 1;
 }
 
-/* im (ich, ih, iw) -> col (ich*K*K, gh*gw), rows ld apart */
-void im2col(const conv_shape *s, const float *im, float *col, size_t ld) {
-  col_geom g = col_geom_of(s);
+/* The tap ranges of kernel offset t along one axis: from the table of
+** ranges when the kernel fits it (KMAX taps), else worked out here. */
+static void tap_of(int t, const int *lo, const int *hi, int k, int size, int grid,
+                   int stride, int pad, int *l, int *h) {
+  if( k <= KMAX ){ *l = lo[t]; *h = hi[t]; }
+  else tap_range(t, size, grid, stride, pad, l, h);
+}
+
+/* One image by table: im (ich, ih, iw) -> col, rows ld apart. */
+static void im2col_table(const col_geom *g, int kk, const int *tab, const float *im,
+                         float *col, size_t ld) {
+  int np = g->gh * g->gw;
+  for(int ch = 0; ch < g->ich; ch++){
+    const float *plane = im + (size_t)ch * g->ih * g->iw;
+    for(int r = 0; r < kk; r++)
+      gather_row(col + ((size_t)ch * kk + r) * ld, plane, tab + r * np, np);
+  }
+}
+
+/* One image row by row: im (ich, ih, iw) -> col, rows ld apart. */
+static void im2col_rows(const conv_shape *s, const col_geom *g, const float *im,
+                        float *col, size_t ld) {
   int k = s->k, st = s->stride, pad = s->pad;
-  int ylo[KMAX], yhi[KMAX], xlo[KMAX], xhi[KMAX], tab[TAB_MAX];
-  if( tap_table(s, &g, tab) ){
-    int kk = k * k, np = g.gh * g.gw;
-    for(int ch = 0; ch < g.ich; ch++){
-      const float *plane = im + (size_t)ch * g.ih * g.iw;
-      for(int r = 0; r < kk; r++)
-        gather_row(col + ((size_t)ch * kk + r) * ld, plane, tab + r * np, np);
-    }
-    return;
+  int ylo[KMAX], yhi[KMAX], xlo[KMAX], xhi[KMAX];
+  if( k <= KMAX ){
+    tap_ranges(k, g->ih, g->gh, st, pad, ylo, yhi);
+    tap_ranges(k, g->iw, g->gw, st, pad, xlo, xhi);
   }
-  if( k > KMAX ){ /* not a kernel any model here has: the plain loops */
-    for(int ch = 0; ch < g.ich; ch++)
-    for(int ky = 0; ky < k; ky++)
-    for(int kx = 0; kx < k; kx++){
-      float *row = col + (((size_t)ch * k + ky) * k + kx) * ld;
-      for(int gy = 0; gy < g.gh; gy++)
-      for(int gx = 0; gx < g.gw; gx++){
-        int iy = gy * st - pad + ky, ix = gx * st - pad + kx;
-        row[(size_t)gy * g.gw + gx] = iy < 0 || iy >= g.ih || ix < 0 || ix >= g.iw
-            ? 0.0f : im[((size_t)ch * g.ih + iy) * g.iw + ix];
-      }
-    }
-    return;
-  }
-  tap_ranges(k, g.ih, g.gh, st, pad, ylo, yhi);
-  tap_ranges(k, g.iw, g.gw, st, pad, xlo, xhi);
-  for(int ch = 0; ch < g.ich; ch++){
-    const float *plane = im + (size_t)ch * g.ih * g.iw;
+  for(int ch = 0; ch < g->ich; ch++){
+    const float *plane = im + (size_t)ch * g->ih * g->iw;
     for(int ky = 0; ky < k; ky++){
       float *rows = col + ((size_t)ch * k + ky) * k * ld; /* tap (ky, 0) */
-      for(int gy = 0; gy < g.gh; gy++){
-        size_t at = (size_t)gy * g.gw;
-        if( gy < ylo[ky] || gy >= yhi[ky] ){
-          for(int kx = 0; kx < k; kx++) memset(rows + kx * ld + at, 0, (size_t)g.gw * sizeof(float));
+      int y0, y1;
+      tap_of(ky, ylo, yhi, k, g->ih, g->gh, st, pad, &y0, &y1);
+      for(int gy = 0; gy < g->gh; gy++){
+        size_t at = (size_t)gy * g->gw;
+        if( gy < y0 || gy >= y1 ){
+          for(int kx = 0; kx < k; kx++) memset(rows + kx * ld + at, 0, (size_t)g->gw * sizeof(float));
           continue;
         }
-        const float *src = plane + (size_t)(gy * st - pad + ky) * g.iw;
+        const float *src = plane + (size_t)(gy * st - pad + ky) * g->iw;
         for(int kx = 0; kx < k; kx++){
           float *dst = rows + kx * ld + at;
-          int lo = xlo[kx], hi = xhi[kx];
+          int lo, hi;
+          tap_of(kx, xlo, xhi, k, g->iw, g->gw, st, pad, &lo, &hi);
           for(int gx = 0; gx < lo; gx++) dst[gx] = 0.0f;
           if( hi > lo ) copy_strided(dst + lo, src + (lo * st - pad + kx), hi - lo, st);
-          for(int gx = hi < lo ? lo : hi; gx < g.gw; gx++) dst[gx] = 0.0f;
+          for(int gx = hi < lo ? lo : hi; gx < g->gw; gx++) dst[gx] = 0.0f;
         }
       }
     }
   }
 }
 
-/* col (ich*K*K, gh*gw), rows ld apart, added into im (ich, ih, iw); padding
-** taps dropped */
-void col2im(const conv_shape *s, const float *col, size_t ld, float *im) {
+/* n images (ich, ih, iw) -> their columns side by side, rows ld apart; the
+** tap table, when the grid takes one, is built once for all of them */
+void im2col(const conv_shape *s, int n, const float *im, float *col, size_t ld) {
   col_geom g = col_geom_of(s);
-  int k = s->k, st = s->stride, pad = s->pad;
-#if defined(__x86_64__) && defined(__GNUC__)
-  int tab[TAB_MAX];
-  if( __builtin_cpu_supports("avx512f") && tap_table(s, &g, tab) ){
-    int kk = k * k, np = g.gh * g.gw;
-    for(int ch = 0; ch < g.ich; ch++){
-      float *plane = im + (size_t)ch * g.ih * g.iw;
-      for(int r = 0; r < kk; r++)
-        scatter_add_row_avx512(plane, col + ((size_t)ch * kk + r) * ld, tab + r * np, np);
-    }
-    return;
+  size_t img = (size_t)g.ich * g.ih * g.iw, np = (size_t)g.gh * g.gw;
+  int tab[TAB_MAX], by_table = tap_table(s, &g, tab);
+  for(int j = 0; j < n; j++){
+    if( by_table ) im2col_table(&g, s->k * s->k, tab, im + j * img, col + j * np, ld);
+    else im2col_rows(s, &g, im + j * img, col + j * np, ld);
   }
-#endif
-  for(int ch = 0; ch < g.ich; ch++){
-    float *plane = im + (size_t)ch * g.ih * g.iw;
+}
+
+/* One image's columns (rows ld apart) added into im row by row. */
+static void col2im_rows(const conv_shape *s, const col_geom *g, const float *col,
+                        size_t ld, float *im) {
+  int k = s->k, st = s->stride, pad = s->pad;
+  for(int ch = 0; ch < g->ich; ch++){
+    float *plane = im + (size_t)ch * g->ih * g->iw;
     for(int ky = 0; ky < k; ky++){
       int ylo, yhi;
-      tap_range(ky, g.ih, g.gh, st, pad, &ylo, &yhi);
+      tap_range(ky, g->ih, g->gh, st, pad, &ylo, &yhi);
       for(int kx = 0; kx < k; kx++){
         int xlo, xhi;
-        tap_range(kx, g.iw, g.gw, st, pad, &xlo, &xhi);
+        tap_range(kx, g->iw, g->gw, st, pad, &xlo, &xhi);
         const float *row = col + (((size_t)ch * k + ky) * k + kx) * ld;
         for(int gy = ylo; gy < yhi; gy++){
-          const float *src = row + (size_t)gy * g.gw;
-          float *dst = plane + (size_t)(gy * st - pad + ky) * g.iw;
+          const float *src = row + (size_t)gy * g->gw;
+          float *dst = plane + (size_t)(gy * st - pad + ky) * g->iw;
           for(int gx = xlo; gx < xhi; gx++) dst[gx * st - pad + kx] += src[gx];
         }
       }
     }
   }
+}
+
+/* n images' columns side by side (rows ld apart) added into the n images
+** (ich, ih, iw); padding taps dropped. With AVX-512, small grids scatter
+** through the tap table, built once for all of them. */
+void col2im(const conv_shape *s, int n, const float *col, size_t ld, float *im) {
+  col_geom g = col_geom_of(s);
+  size_t img = (size_t)g.ich * g.ih * g.iw, np = (size_t)g.gh * g.gw;
+#if defined(__x86_64__) && defined(__GNUC__)
+  int tab[TAB_MAX];
+  if( __builtin_cpu_supports("avx512f") && tap_table(s, &g, tab) ){
+    int kk = s->k * s->k;
+    for(int j = 0; j < n; j++)
+      for(int ch = 0; ch < g.ich; ch++){
+        float *plane = im + j * img + (size_t)ch * g.ih * g.iw;
+        for(int r = 0; r < kk; r++)
+          scatter_add_row_avx512(plane, col + j * np + ((size_t)ch * kk + r) * ld,
+                                 tab + r * (int)np, (int)np);
+      }
+    return;
+  }
+#endif
+  for(int j = 0; j < n; j++) col2im_rows(s, &g, col + j * np, ld, im + j * img);
 }

@@ -386,6 +386,10 @@ static void test_conv_chunks(void **state) {
     assert_true(check_conv(1, 3, 32, 32, 2, k421, 5, with_bias, &r));
     assert_true(check_conv(1, 4, 32, 64, 3, k311, 3, with_bias, &r));
   }
+  /* a kernel wider than im2col's table of tap ranges (16) */
+  const kernel_case k17 = {17, 1, 2};
+  assert_true(check_conv(0, 2, 20, 19, 3, k17, 2, 1, &r));
+  assert_true(check_conv(1, 3, 5, 4, 2, k17, 2, 1, &r));
 }
 
 /* The fused epilogue: y = act(conv(x) * scale + shift) per channel equals
@@ -603,8 +607,8 @@ static void test_im2col_adjoint(void **state) {
     fill_rand(col, ncol, &r, 1.0f);
     fill_value(col2, ncol, NAN);
     fill_value(im2, nim, 0.0f);
-    im2col(&s, im, col2, np);
-    col2im(&s, col, np, im2);
+    im2col(&s, 1, im, col2, np);
+    col2im(&s, 1, col, np, im2);
     double lhs = dot(col2, col, ncol), rhs = dot(im, im2, nim);
     /* col2im sums overlaps in float, hence a float tolerance */
     if( !(fabs(lhs - rhs) <= 1e-6 * (1.0 + fabs(lhs))) ){
@@ -616,33 +620,39 @@ static void test_im2col_adjoint(void **state) {
   }
 }
 
-/* Rows ld apart: the columns land where ld says, the gaps between rows are
-** untouched, and col2im reads the same layout back (both paths: the tap
-** table with 4 channels, the row copy with 1). */
+/* Several images side by side, rows ld apart: image j's columns land at
+** column j*np of each row and equal its own im2col, the gap after them is
+** untouched, and col2im reads the same layout back into each image (both
+** paths: the tap table with 4 channels, the row copy with 1). */
 static void test_im2col_stride(void **state) {
   (void)state;
   test_rng r = {8};
   for(int c = 1; c <= 4; c += 3){
     conv_shape s;
     assert_int_equal(conv_shape_init(&s, c, 6, 6, 2, 4, 2, 1, 0), 0);
-    size_t np = (size_t)s.oh * s.ow, rows = (size_t)c * 16, ld = np + 5;
+    size_t np = (size_t)s.oh * s.ow, rows = (size_t)c * 16, ld = 2 * np + 5;
     size_t nim = (size_t)c * 36;
-    float *im = fbuf(nim), *tight = fbuf(rows * np), *wide = fbuf(rows * ld);
-    float *back1 = fbuf(nim), *back2 = fbuf(nim);
-    fill_rand(im, nim, &r, 1.0f);
+    float *im = fbuf(2 * nim), *tight = fbuf(rows * np), *wide = fbuf(rows * ld);
+    float *back1 = fbuf(nim), *back2 = fbuf(2 * nim);
+    fill_rand(im, 2 * nim, &r, 1.0f);
     fill_value(wide, rows * ld, NAN);
-    im2col(&s, im, tight, np);
-    im2col(&s, im, wide, ld);
-    for(size_t i = 0; i < rows; i++){
-      assert_floats(wide + i * ld, tight + i * np, np, 0);
-      for(size_t j = np; j < ld; j++) assert_true(isnan(wide[i * ld + j]));
-      for(size_t j = np; j < ld; j++) wide[i * ld + j] = 1e30f; /* must not be read */
+    im2col(&s, 2, im, wide, ld);
+    fill_value(back2, 2 * nim, 0.0f);
+    for(int j = 0; j < 2; j++){
+      im2col(&s, 1, im + j * nim, tight, np);
+      for(size_t i = 0; i < rows; i++) assert_floats(wide + i * ld + j * np, tight + i * np, np, 0);
+      fill_value(back1, nim, 0.0f);
+      col2im(&s, 1, tight, np, back1);
+      if( j == 0 ){
+        for(size_t i = 0; i < rows; i++)
+          for(size_t q = 2 * np; q < ld; q++){
+            assert_true(isnan(wide[i * ld + q]));
+            wide[i * ld + q] = 1e30f;                /* must not be read */
+          }
+        col2im(&s, 2, wide, ld, back2);
+      }
+      assert_floats(back2 + j * nim, back1, nim, 0);
     }
-    fill_value(back1, nim, 0.0f);
-    fill_value(back2, nim, 0.0f);
-    col2im(&s, tight, np, back1);
-    col2im(&s, wide, ld, back2);
-    assert_floats(back2, back1, nim, 0);
     anom_free(im); anom_free(tight); anom_free(wide); anom_free(back1); anom_free(back2);
   }
 }
@@ -657,11 +667,11 @@ static void test_col2im_adds(void **state) {
   float cm[16];
   for(int t = 0; t < 4; t++) memcpy(cm + 4 * t, col, sizeof(col)); /* all taps */
   fill_value(im, 9, 0.0f);
-  col2im(&s, cm, 4, im);
+  col2im(&s, 1, cm, 4, im);
   /* pixel (y, x) sums col over the windows containing it */
   const float want[9] = {1, 3, 2, 4, 10, 6, 3, 7, 4};
   assert_floats(im, want, 9, 0);
-  col2im(&s, cm, 4, im);
+  col2im(&s, 1, cm, 4, im);
   for(int i = 0; i < 9; i++) assert_true(im[i] == 2 * want[i]);
 }
 
