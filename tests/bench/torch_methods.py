@@ -109,25 +109,13 @@ def load_egbad(path):
     model, cfg, _ = er.read_model(path)
     hp = hparams(path)
     kind, w = hp.get("score", "fm"), hp.get("score_w", er.HP_DEFAULTS["score_w"])
-    d = model.discriminator
-
-    def features(x, z):
-        """D's last hidden layer f (no logit), eval mode: no dropout."""
-        h = x
-        for j in range(1, d.L + 1):
-            s = getattr(d, "x_layer_%d" % j)
-            h = s.conv(h)
-            if j > 1:
-                h = s.batch_normalization(h)
-            h = F.leaky_relu(h, er.LRELU)
-        hz = F.leaky_relu(d.z_layer_1.fc(z), er.LRELU)
-        return F.leaky_relu(d.y_layer_1.fc(torch.cat([h.flatten(1), hz], 1)), er.LRELU)
+    d = model.discriminator        # eval mode: its dropout is the identity
 
     def score(x):
         z = model.encoder(x)
         xh = model.generator(z)
-        fx, fxh = features(x, z), features(xh, z)
-        logit = d.y_fc_logits.fc(fxh).reshape(-1)
+        _, fx = d(x, z)
+        logit, fxh = d(xh, z)
         part = l1_sum(fx, fxh) if kind == "fm" else softplus64(-logit)
         return (1 - w) * l1_sum(x, xh) + w * part
     return score, (cfg["nc"], cfg["isize"], cfg["isize"])
