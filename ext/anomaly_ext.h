@@ -100,6 +100,9 @@ void anom_result_errorf(sqlite3_context *ctx, const char *fmt, ...);
 void anom_result_error(sqlite3_context *ctx, const char *fn, int rc, const char *msg);
 const char *anom_type_name(int sqlite_type);
 
+/* The message for an image value of the wrong type (%s: anom_type_name). */
+#define ANOM_IMAGE_TYPE_ERROR "image must be a BLOB (PNG, JPEG, BMP, GIF or PNM), got %s"
+
 /* 1, with "string or blob too big" set on ctx, when a result of n bytes
 ** would pass the connection's SQLITE_LIMIT_LENGTH. */
 int anom_too_big(sqlite3_context *ctx, size_t n);

@@ -211,8 +211,7 @@ int anom_decode(sqlite3_context *ctx, const char *fn, sqlite3_value *v,
   int t = sqlite3_value_type(v);
   if( t == SQLITE_NULL ){ sqlite3_result_null(ctx); return 1; }
   if( t != SQLITE_BLOB ){
-    anom_result_errorf(ctx, "%s: image must be a BLOB (PNG, JPEG, BMP, GIF or "
-                            "PNM), got %s", fn, anom_type_name(t));
+    anom_result_errorf(ctx, "%s: " ANOM_IMAGE_TYPE_ERROR, fn, anom_type_name(t));
     return 1;
   }
   const void *blob = sqlite3_value_blob(v);

@@ -329,8 +329,7 @@ static int next_chunk(scan_cursor *cur) {
       r->err_code = ANOM_EINVAL;
       r->err = anom_malloc(80);
       if( !r->err ) return SQLITE_NOMEM;
-      snprintf(r->err, 80, "image must be a BLOB (PNG, JPEG, BMP, GIF or PNM), got %s",
-               anom_type_name(t));
+      snprintf(r->err, 80, ANOM_IMAGE_TYPE_ERROR, anom_type_name(t));
     }else{
       const void *b = sqlite3_column_blob(cur->stmt, 1);
       size_t n = (size_t)sqlite3_column_bytes(cur->stmt, 1);

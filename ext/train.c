@@ -245,8 +245,7 @@ static int train_row(sqlite3_context *ctx, train_agg *a, int argc, sqlite3_value
   int t = sqlite3_value_type(argv[2]);
   if( t == SQLITE_NULL ){ a->nulls++; return 0; }
   if( t != SQLITE_BLOB ){
-    agg_error(ctx, "image must be a BLOB (PNG, JPEG, BMP, GIF or PNM), got %s",
-              t == SQLITE_TEXT ? "TEXT" : t == SQLITE_INTEGER ? "INTEGER" : "REAL");
+    agg_error(ctx, ANOM_IMAGE_TYPE_ERROR, anom_type_name(t));
     return 1;
   }
   image_u8 im;
