@@ -64,7 +64,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 SQL_SRC  := $(wildcard tests/sql/test_*.c)
 SQL_BIN  := $(SQL_SRC:tests/sql/test_%.c=$(BUILD)/tests/sql_%)
 
-.PHONY: all deps deps-test deps-demo test demo bench clean valgrind fuzz static install uninstall
+.PHONY: all deps deps-test deps-demo test demo bench clean valgrind fuzz static install uninstall FORCE
 all: deps
 	@$(MAKE) --no-print-directory anomaly.so
 
@@ -80,6 +80,20 @@ $(EXT_SO): $(CORE_OBJ) $(EXT_OBJ)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# anomaly_debug() reports the commit and flags it was built from
+# (ext/settings.c); the header is rewritten only when they change
+BUILD_INFO := $(BUILD)/build_info.h
+INFO_CFLAGS := $(CFLAGS)
+$(BUILD_INFO): FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define ANOM_COMMIT "%s"\n#define ANOM_CFLAGS "%s"\n' \
+	  "$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)" \
+	  "$(INFO_CFLAGS)" >$@.new
+	@if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+FORCE:
+$(BUILD)/ext/settings.o $(BUILD)/static/ext/settings.o: $(BUILD_INFO)
+$(BUILD)/ext/settings.o $(BUILD)/static/ext/settings.o: CFLAGS += -I$(BUILD)
 
 $(BUILD)/t/%.o: %.c
 	@mkdir -p $(dir $@)

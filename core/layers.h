@@ -35,6 +35,25 @@ void gemm_naive(int trans_a, int trans_b, int m, int n, int k, float alpha,
                 const float *a, int lda, const float *b, int ldb, float beta,
                 float *c, int ldc);
 
+/*
+** The BLAS behind gemm, and its one process-wide setting: how many threads
+** each product may use. gemm_set_threads(n) waits until no gemm is running,
+** sets it and returns the number now in effect (the BLAS may cap n), or -1
+** when the BLAS cannot be told (one that is not OpenBLAS). gemm_blas_info
+** fills in what the BLAS says of itself; strings are static ("unknown"
+** where it cannot tell).
+*/
+typedef struct gemm_blas {
+  const char *name;      /* "OpenBLAS" */
+  const char *config;    /* its version and build, "OpenBLAS 0.3.21 DYNAMIC_ARCH ..." */
+  const char *core;      /* the kernels picked for this CPU, e.g. "SkylakeX" */
+  const char *parallel;  /* "sequential", "pthreads" or "openmp" */
+  int threads;           /* threads each product may use */
+  int processors;        /* processors the BLAS sees */
+} gemm_blas;
+void gemm_blas_info(gemm_blas *info);
+int gemm_set_threads(int n);
+
 /* ---- the shape of one convolution (direct or transposed) */
 typedef struct conv_shape {
   int c, h, w;        /* input channels, height, width */

@@ -56,6 +56,9 @@ int cache_acquire_blob(sqlite3_blob *bh, const model_limits *lim, cached_model *
 void cache_release(cached_model *c);
 /* A model's row changed or went: drop its cached copy once unused. */
 void cache_forget(const void *blob, size_t n);
+/* What the cache holds now: models, how many a statement uses, and the
+** bytes of their files. */
+void cache_stats(int *models, int *in_use, size_t *file_bytes);
 
 /* ---- models_vtab.c */
 /* Registers the module, which takes ownership of cn. */
@@ -129,5 +132,7 @@ int anom_register_maps(sqlite3 *db, anom_conn *cn);
 int anom_register_idx(sqlite3 *db);
 /* ---- scan.c */
 int anom_register_scan(sqlite3 *db, anom_conn *cn);
+/* ---- settings.c: anomaly_config and anomaly_debug */
+int anom_register_settings(sqlite3 *db, anom_conn *cn);
 
 #endif /* ANOM_EXT_H */

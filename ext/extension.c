@@ -54,6 +54,7 @@ int sqlite3_anomaly_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routine
   if( rc == SQLITE_OK ) rc = anom_register_maps(db, cn);
   if( rc == SQLITE_OK ) rc = anom_register_idx(db);
   if( rc == SQLITE_OK ) rc = anom_register_scan(db, cn);
+  if( rc == SQLITE_OK ) rc = anom_register_settings(db, cn);
   if( rc != SQLITE_OK ){
     *pzErrMsg = sqlite3_mprintf("sqlite-anomaly: registering functions: %s",
                                 sqlite3_errmsg(db));

@@ -7,7 +7,6 @@
 **   anomaly_score(image, model [, options])       -> REAL  the method's anomaly score
 **   anomaly_scores(image, model [, options])      -> JSON  the score and every part
 **   anomaly_reconstruct(image, model [, options]) -> BLOB  PNG of the repair x_hat
-**   anomaly_config(key [, value])      -> INT    per-connection limits
 **
 ** image is a PNG, JPEG, BMP, GIF or PNM BLOB; model is a name in
 ** anomaly_models; options, a JSON object, holds the scoring options the
@@ -424,44 +423,6 @@ static void modelInfoFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) 
   cJSON_free(s);
 }
 
-/* anomaly_config(key [, value]): read or set a per-connection limit. */
-static void configFunc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-  anom_conn *cn = sqlite3_user_data(ctx);
-  const char *key = (const char *)sqlite3_value_text(argv[0]);
-  /* every limit as a long long, written back below */
-  long long v[6] = {cn->max_pixels, (long long)cn->limits.max_bytes,
-                    (long long)cn->limits.max_params, cn->limits.max_side,
-                    cn->max_train_mb, cn->max_montage_rows};
-  static const struct { const char *key; long long hi; } keys[6] = {
-    {"max_pixels", (long long)1 << 40}, {"max_model_bytes", (long long)1 << 40},
-    {"max_model_params", (long long)1 << 40}, {"max_model_side", IMAGE_MAX_TENSOR_SIDE},
-    {"max_train_mb", (long long)1 << 30}, {"max_montage_rows", 4096}};
-  int k = 0;
-  while( k < 6 && !(key && strcmp(key, keys[k].key) == 0) ) k++;
-  if( k == 6 ){
-    anom_result_errorf(ctx, "anomaly_config: unknown key '%s' (known: max_pixels, "
-                            "max_model_bytes, max_model_params, max_model_side, "
-                            "max_train_mb, max_montage_rows)", key ? key : "NULL");
-    return;
-  }
-  if( argc == 2 ){
-    if( sqlite3_value_type(argv[1]) != SQLITE_INTEGER
-        || sqlite3_value_int64(argv[1]) < 1 || sqlite3_value_int64(argv[1]) > keys[k].hi ){
-      anom_result_errorf(ctx, "anomaly_config: '%s' must be an integer from 1 "
-                              "to %lld", key, keys[k].hi);
-      return;
-    }
-    v[k] = sqlite3_value_int64(argv[1]);
-    cn->max_pixels = v[0];
-    cn->limits.max_bytes = (size_t)v[1];
-    cn->limits.max_params = (int64_t)v[2];
-    cn->limits.max_side = (int)v[3];
-    cn->max_train_mb = v[4];
-    cn->max_montage_rows = v[5];
-  }
-  sqlite3_result_int64(ctx, v[k]);
-}
-
 typedef struct func_def {
   const char *name;
   int nargs;
@@ -471,9 +432,9 @@ typedef struct func_def {
 
 int anom_register_functions(sqlite3 *db, anom_conn *cn) {
   /* Flags. Scoring reads the registry, which changes: not DETERMINISTIC.
-  ** Rationale for DIRECTONLY: anomaly_model_from_file reads files and
-  ** anomaly_config changes limits; an attacker who controls a database
-  ** schema must not reach them from a view or trigger. */
+  ** Rationale for DIRECTONLY: anomaly_model_from_file reads files; an
+  ** attacker who controls a database schema must not reach it from a view
+  ** or trigger. */
   static const func_def defs[] = {
     {"anomaly_version", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, versionFunc},
     {"anomaly_model_from_file", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, modelFromFileFunc},
@@ -484,8 +445,6 @@ int anom_register_functions(sqlite3 *db, anom_conn *cn) {
     {"anomaly_scores", 3, SQLITE_UTF8, scoresFunc},
     {"anomaly_reconstruct", 2, SQLITE_UTF8, reconstructFunc},
     {"anomaly_reconstruct", 3, SQLITE_UTF8, reconstructFunc},
-    {"anomaly_config", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
-    {"anomaly_config", 2, SQLITE_UTF8 | SQLITE_DIRECTONLY, configFunc},
   };
   for(size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++){
     int rc = sqlite3_create_function_v2(db, defs[i].name, defs[i].nargs, defs[i].flags,

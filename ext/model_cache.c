@@ -242,3 +242,15 @@ void cache_forget(const void *blob, size_t n) {
   pthread_mutex_unlock(&cache_mutex);
   free_list(dead);
 }
+
+void cache_stats(int *models, int *in_use, size_t *file_bytes) {
+  *models = *in_use = 0;
+  *file_bytes = 0;
+  pthread_mutex_lock(&cache_mutex);
+  for(cached_model *c = cache_head; c; c = c->next){
+    (*models)++;
+    if( c->refs > 0 ) (*in_use)++;
+    *file_bytes += c->nbytes;
+  }
+  pthread_mutex_unlock(&cache_mutex);
+}

@@ -41,6 +41,9 @@ helpers into build/bench/:
   ("scan") End to end in SQL over PNG BLOBs: tests/bench/scan_bench.py times
      anomaly_score row by row against anomaly_scan at 1 and 2 threads, with
      decoding's share measured apart (bench_core). About 2 minutes.
+  ("threads") What anomaly_config('threads', n) does: tests/bench/threads_bench.py
+     times anomaly_score, anomaly_scan and one epoch of anomaly_train with the
+     BLAS at 1 and at 2 threads. About 2 minutes.
   8. ("memory") Resident memory while scoring: tests/bench/memory_bench.py
      (VmRSS along a 100,000-row scan, plain and batched; per connection; per
      model). About 5 to 10 minutes on a quiet machine, 17 on a loaded one; not in
@@ -81,8 +84,8 @@ Environment (all optional):
   BENCH_TRAIN=1          train fresh models for the AUROC table instead, with
   BENCH_EPOCHS=n         anomaly_train epochs (15) and
   BENCH_SEEDS="0 1 2"    seeds (0); quick mode trains on the first 640 normals
-  BENCH_PARTS="accuracy speed train peers methods_torch scan memory"   which parts to run
-                         (these seven by default, and "tiles" when the tile folder
+  BENCH_PARTS="accuracy speed train peers methods_torch scan threads memory"   which parts to run
+                         (these eight by default, and "tiles" when the tile folder
                          exists; quick mode leaves out "memory" and "tiles");
                          add "methods" for section 4: the other detectors
                          trained on one class with tests/bench/method_auroc.sh
@@ -161,7 +164,7 @@ SEEDS = [int(s) for s in os.environ.get("BENCH_SEEDS", "0").split()]
 CLASSES = [int(c) for c in os.environ.get("BENCH_CLASSES", "").split()] or None
 TILE_DIR = os.environ.get("TILE_DIR", "../shared/data/magnetic_tile")
 HAVE_TILES = os.path.isdir(os.path.join(TILE_DIR, "train", "good"))
-PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train peers methods_torch scan" + (
+PARTS = os.environ.get("BENCH_PARTS", "accuracy speed train peers methods_torch scan threads" + (
     " memory" if not QUICK else "") + (" tiles" if HAVE_TILES and not QUICK else "")).split()
 DOCS = os.environ.get("BENCH_DOCS", "") != "0" and not QUICK
 DOC = "docs/benchmarks.md"
@@ -1279,6 +1282,42 @@ def block_peers(p, machine):
     return "\n".join(L)
 
 
+def threads():
+    """tests/bench/threads_bench.py's JSON: anomaly_score, anomaly_scan and anomaly_train
+    with the BLAS at 1 and 2 threads (anomaly_config('threads', n)), with its command."""
+    n = 128 if QUICK else 1024
+    cmd = [PY, "tests/bench/threads_bench.py", str(n), str(REPEATS if not QUICK else 1)]
+    log("threads: %s" % shlex.join(cmd))
+    out, _ = run(cmd)
+    r = json.loads(out.strip().splitlines()[-1])
+    r["command"] = ENV_TEXT + " " + shlex.join(cmd)
+    return r
+
+
+def block_threads(r, machine):
+    """The docs block of part "threads"."""
+    L = ["From `make bench`'s part \"threads\" (`BENCH_PARTS=threads` runs it alone), %s, %s, "
+         "%s cores. Images per second, best of the runs, with OpenBLAS at 1 and at 2 threads "
+         "(`SELECT anomaly_config('threads', n)`). **score** = `SELECT sum(anomaly_score(image, "
+         "'m')) FROM t`, one row at a time; **scan** = `anomaly_scan` with `{\"threads\": 2}`, "
+         "two workers with batches of 64; **train** = one epoch of `anomaly_train` (GANomaly, "
+         "batch 64)." % (time.strftime("%%Y-%%m-%%d %%H:%%M UTC", time.gmtime()),
+                         machine.get("cpu", "?"), r.get("cpus")), "",
+         "| images | form | BLAS 1 thread | BLAS 2 threads | 2 ÷ 1 |", "|---|---|---|---|---|"]
+    for key, label in (("fashion28", "28×28 PNG, 32×32 model"), ("fashion64", "64×64 PNG, 64×64 model")):
+        m = r.get(key)
+        if not isinstance(m, dict):
+            L.append("| %s | %s | | | |" % (label, m))
+            continue
+        for form in ("score", "scan", "train"):
+            a, b = (m.get("%s_blas%d_images_per_second" % (form, k)) for k in (1, 2))
+            L.append("| %s × %d | %s | %s | %s | %s |" % (
+                label, m["images"], form, f0(a), f0(b),
+                "%.2f×" % (b / a) if a and b else "?"))
+    L += ["", "Command:", "", "    " + r["command"]]
+    return "\n".join(L)
+
+
 # ---------------------------------------------------------------------------
 # 8. ("memory") Resident memory while scoring
 # ---------------------------------------------------------------------------
@@ -1915,6 +1954,7 @@ BLOCK_TITLES = {"tiles": "Magnetic tiles (generated)",
                 "peers": "6. Speed against ONNX Runtime and PyTorch",
                 "methods_torch": "7. Every detector against its PyTorch reference",
                 "memory": "8. Memory while scoring",
+                "threads": "10. The BLAS's threads: anomaly_config('threads', n)",
                 "figure_fashion": "Fashion-MNIST ROC curves (generated)"}
 
 
@@ -1988,6 +2028,8 @@ def main():
         res["scan"] = scan()
     if "memory" in PARTS:
         res["memory"] = memory()
+    if "threads" in PARTS:
+        res["threads"] = threads()
     tile_rows = tiles() if "tiles" in PARTS else None
     if tile_rows is not None:
         res["tiles"] = tile_rows
@@ -1995,7 +2037,7 @@ def main():
         res["figures"] = figures(tile_rows)
     res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     for part in ("accuracy", "speed", "train", "methods", "methods_speed", "tiles", "figures",
-                 "peers", "methods_torch", "scan", "memory"):
+                 "peers", "methods_torch", "scan", "memory", "threads"):
         if res.get(part) is not None:
             save_part(part, res[part], res)
     blocks = {}
@@ -2010,6 +2052,8 @@ def main():
         blocks["memory"] = block_memory(res["memory"], res["machine"])
     if res.get("scan"):
         blocks["scan"] = block_scan(res["scan"], res["machine"])
+    if res.get("threads"):
+        blocks["threads"] = block_threads(res["threads"], res["machine"])
     if res.get("figures") and res["figures"]["fashion"]:
         blocks["figure_fashion"] = block_figure_fashion(res["figures"], os.path.dirname(DOC))
     if DOCS and blocks:

@@ -29,6 +29,10 @@ static const probe probes[] = {
    "unsafe use of anomaly_model_from_file()"},
   {"view calling anomaly_config", "SELECT * FROM v_config", 1, 1,
    "unsafe use of anomaly_config()"},
+  {"view setting the BLAS's threads", "SELECT * FROM v_threads", 1, 1,
+   "unsafe use of anomaly_config()"},
+  {"view calling anomaly_debug", "SELECT * FROM v_debug", 1, 1,
+   "unsafe use of anomaly_debug()"},
   {"view over anomaly_models", "SELECT * FROM v_models", 1, 1,
    "unsafe use of virtual table \"anomaly_models\""},
   {"trigger deleting from anomaly_models", "INSERT INTO photos(image) VALUES (x'00')", 1, 1,
@@ -66,6 +70,8 @@ static void make_hostile(void) {
   exec_ok(db,
     "CREATE VIEW v_file AS SELECT length(anomaly_model_from_file('" TINY "')) AS n;"
     "CREATE VIEW v_config AS SELECT anomaly_config('max_pixels', 1) AS v;"
+    "CREATE VIEW v_threads AS SELECT anomaly_config('threads', 64) AS v;"
+    "CREATE VIEW v_debug AS SELECT anomaly_debug() AS v;"
     "CREATE VIEW v_models AS SELECT name FROM anomaly_models;"
     "CREATE VIEW v_idx AS SELECT count(*) FROM anomaly_idx('build/none.idx');"
     "CREATE VIEW v_scan AS SELECT count(*) FROM anomaly_scan('m', 'SELECT id, image FROM photos');"
