@@ -21,9 +21,17 @@
 **   NetG = encoder1, decoder, encoder2.  NetD = an Encoder with nz 1 whose
 **   last conv (+ sigmoid) is the classifier and the rest the features.
 **
-** Hyper-parameters: nz (100), ngf (64), extralayers (0); the input must be
-** square with a side that is a power of two from 16. Training (the authors'
-** defaults): lr 2e-4, beta1 0.5, beta2 0.999, w_adv 1, w_con 50, w_enc 1.
+** Hyper-parameters: nz (100), ngf (64), extralayers (0), first_pad (1); the
+** input must be square with a side that is a power of two from 16. Training
+** (the authors' defaults): lr 2e-4, beta1 0.5, beta2 0.999, w_adv 1, w_con 50,
+** w_enc 1.
+**
+** first_pad is the padding of the first conv of E1, E2 and D: 1 as the
+** authors, or 4 as anomalib's GANomaly (openvinotoolkit/anomalib, since
+** 2022). The pyramid is counted from isize/2 either way, so with 4 the maps
+** run 32 -> 19 -> 9 -> 4 -> 1 (64 -> 35 -> 17 -> 8 -> 4 -> 1) and the last
+** conv still gives 1x1 from a side of 32 up; at 16 it would give 2x2
+** (16 -> 11 -> 5 -> 2), so first_pad 4 needs a side of 32 or more.
 **
 ** Training, per batch, as the authors' optimize_params (lib/model.py):
 **   forward: x -> E1 -> z -> Dec -> x_hat -> E2 -> z';  D(x), D(x_hat)
@@ -48,7 +56,7 @@
 #include <string.h>
 
 typedef struct ganomaly {
-  int nz, ngf, extralayers;
+  int nz, ngf, extralayers, first_pad;
   double lr, beta1, beta2, w_adv, w_con, w_enc;
   net *enc1, *dec, *enc2, *netd;  /* owned by the model */
   int netd_features;              /* layers of netd before the classifier */
@@ -79,10 +87,15 @@ static const char *nm(namer *n, const char *fmt, ...) {
 
 void ganomaly_build_encoder(net *nt, int isize, int nz, int nc, int ndf, int extra,
                             int for_d) {
+  ganomaly_build_encoder_pad(nt, isize, nz, nc, ndf, extra, for_d, 1);
+}
+
+void ganomaly_build_encoder_pad(net *nt, int isize, int nz, int nc, int ndf, int extra,
+                                int for_d, int first_pad) {
   namer n = { for_d, 0, "" };
-  net_conv(nt, nm(&n, "initial-conv-%d-%d", nc, ndf), ndf, 4, 2, 1, 0);
+  net_conv(nt, nm(&n, "initial-conv-%d-%d", nc, ndf), ndf, 4, 2, first_pad, 0);
   net_leaky_relu(nt, nm(&n, "initial-relu-%d", ndf), 0.2f);
-  int csize = isize / 2, cndf = ndf;
+  int csize = isize / 2, cndf = ndf;  /* the layer count, whatever first_pad */
   for(int t = 0; t < extra; t++){
     net_conv(nt, nm(&n, "extra-layers-%d-%d-conv", t, cndf), cndf, 3, 1, 1, 0);
     net_batchnorm(nt, nm(&n, "extra-layers-%d-%d-batchnorm", t, cndf), 1e-5f);
@@ -127,8 +140,34 @@ void ganomaly_build_decoder(net *nt, int isize, int nz, int nc, int ngf, int ext
   net_tanh(nt, nm(&n, "final-%d-tanh", nc));
 }
 
-static const char *const ganomaly_keys[] = {"nz", "ngf", "extralayers", "lr",
-  "beta1", "beta2", "w_adv", "w_con", "w_enc", NULL};
+static const char *const ganomaly_keys[] = {"nz", "ngf", "extralayers", "first_pad",
+  "lr", "beta1", "beta2", "w_adv", "w_con", "w_enc", NULL};
+
+/* first_pad: 1 (the authors') or 4 (anomalib's), 1 when absent. Other values
+** give other map sizes, which no published network uses. */
+static int read_first_pad(const cJSON *hp, int *out, anom_err *e) {
+  const cJSON *v = hp ? cJSON_GetObjectItemCaseSensitive(hp, "first_pad") : NULL;
+  *out = 1;
+  if( !v ) return ANOM_OK;
+  if( !cJSON_IsNumber(v) )
+    return anom_fail(e, ANOM_EINVAL, "ganomaly: 'first_pad' must be 1 (the authors') "
+                     "or 4 (anomalib's), found a %s", cJSON_IsString(v) ? "string" : "non-number");
+  if( v->valuedouble != 1 && v->valuedouble != 4 )
+    return anom_fail(e, ANOM_EINVAL, "ganomaly: 'first_pad' must be 1 (the authors') "
+                     "or 4 (anomalib's), found %g", v->valuedouble);
+  *out = (int)v->valuedouble;
+  return ANOM_OK;
+}
+
+/* E1, E2 and D must end in one value per channel (nz x 1 x 1). */
+static int check_latent(const net *nt, int nz, anom_err *e) {
+  int c, h, w;
+  net_out_shape(nt, -1, &c, &h, &w);
+  if( c != nz || h != 1 || w != 1 )
+    return anom_fail(e, ANOM_EINVAL, "ganomaly: the encoder %s ends in %dx%dx%d, not "
+                     "%dx1x1", nt->prefix, c, h, w, nz);
+  return ANOM_OK;
+}
 
 static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   int rc = hp_check_keys(hp, ganomaly_keys, "ganomaly", "hyper-parameter", e);
@@ -139,6 +178,7 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   if( (rc = hp_int(hp, "ganomaly", "nz", 100, 1, 4096, &g->nz, e))
       || (rc = hp_int(hp, "ganomaly", "ngf", 64, 1, 1024, &g->ngf, e))
       || (rc = hp_int(hp, "ganomaly", "extralayers", 0, 0, 16, &g->extralayers, e))
+      || (rc = read_first_pad(hp, &g->first_pad, e))
       || (rc = hp_num(hp, "ganomaly", "lr", 2e-4, 1e-12, 1, &g->lr, e))
       || (rc = hp_num(hp, "ganomaly", "beta1", 0.5, 0, 0.999999, &g->beta1, e))
       || (rc = hp_num(hp, "ganomaly", "beta2", 0.999, 0, 0.999999999, &g->beta2, e))
@@ -152,12 +192,17 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
     return anom_fail(e, ANOM_EINVAL, "ganomaly: the input must be square with a "
                      "side of 16, 32, 64... (a power of two), found %dx%d", m->width,
                      m->height);
+  if( g->first_pad == 4 && isize < 32 )
+    return anom_fail(e, ANOM_EINVAL, "ganomaly: 'first_pad' 4 needs a side of 32 or "
+                     "more (at %d the encoder would end in 2x2, not 1x1)", isize);
   int nc = m->channels;
   net nt;
   net_init(&nt, "netg.encoder1.", nc, isize, isize);
-  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
+  ganomaly_build_encoder_pad(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0,
+                             g->first_pad);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc1 = m->nets[m->nnets - 1];
+  if( (rc = check_latent(g->enc1, g->nz, e)) ) return rc;
 
   net_init(&nt, "netg.decoder.", g->nz, 1, 1);
   ganomaly_build_decoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers);
@@ -165,14 +210,17 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   g->dec = m->nets[m->nnets - 1];
 
   net_init(&nt, "netg.encoder2.", nc, isize, isize);
-  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
+  ganomaly_build_encoder_pad(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0,
+                             g->first_pad);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc2 = m->nets[m->nnets - 1];
 
   net_init(&nt, "netd.", nc, isize, isize);
-  ganomaly_build_encoder(&nt, isize, 1, nc, g->ngf, g->extralayers, 1);
+  ganomaly_build_encoder_pad(&nt, isize, 1, nc, g->ngf, g->extralayers, 1,
+                             g->first_pad);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->netd = m->nets[m->nnets - 1];
+  if( (rc = check_latent(g->netd, 1, e)) ) return rc;
   g->netd_features = g->netd->nlayers - 2;
   return ANOM_OK;
 }
@@ -184,6 +232,8 @@ static cJSON *ganomaly_hparams(const anom_model *m) {
   cJSON_AddNumberToObject(j, "nz", g->nz);
   cJSON_AddNumberToObject(j, "ngf", g->ngf);
   cJSON_AddNumberToObject(j, "extralayers", g->extralayers);
+  /* only when not the authors' 1: files without it read as 1 */
+  if( g->first_pad != 1 ) cJSON_AddNumberToObject(j, "first_pad", g->first_pad);
   cJSON_AddNumberToObject(j, "lr", g->lr);
   cJSON_AddNumberToObject(j, "beta1", g->beta1);
   cJSON_AddNumberToObject(j, "beta2", g->beta2);

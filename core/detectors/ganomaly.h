@@ -31,6 +31,15 @@ void ganomaly_build_encoder(net *nt, int isize, int nz, int nc, int ndf, int ext
                             int for_d);
 
 /*
+** The same with the first conv padded by first_pad instead of 1: 4 builds
+** anomalib's encoder (its Encoder pads the first conv by 4 and counts the
+** pyramid from isize/2 all the same). With 4 the last conv gives 1x1 only
+** for isize >= 32; check the net's output shape.
+*/
+void ganomaly_build_encoder_pad(net *nt, int isize, int nz, int nc, int ndf, int extra,
+                                int for_d, int first_pad);
+
+/*
 ** Append the matching decoder to nt (input nz x 1 x 1): ConvT(4,1,0) nz->C0
 ** (C0 = ngf * isize / 8), BN, ReLU; while the side is under isize/2,
 ** ConvT(4,2,1) halving the channels, BN, ReLU; extra x [Conv(3,1,1), BN,

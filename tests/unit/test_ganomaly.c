@@ -4,7 +4,9 @@
 **
 ** The golden files under tests/data/ come from
 ** tests/bench/reference/make_golden.py: the authors' networks with seeded
-** weights and non-trivial batch-norm statistics, run in float64.
+** weights and non-trivial batch-norm statistics, run in float64; the
+** anomalib ones (first_pad 4) from make_golden_anomalib.py, with anomalib's
+** networks (anomalib_ganomaly_ref.py), forward and two training steps.
 */
 #include <stdarg.h>
 #include <stddef.h>
@@ -90,6 +92,101 @@ static void test_golden_tiny64rgb(void **state) {
   (void)state;
   check_golden("tests/data/tiny64rgb-ganomaly.safetensors",
                "tests/data/golden-tiny64rgb.safetensors");
+}
+
+/* anomalib's GANomaly: the first conv of E1, E2 and D pads by 4, so the
+** maps run 32 -> 19 -> 9 -> 4 -> 1 and the same weights give other scores. */
+static void test_golden_anomalib(void **state) {
+  (void)state;
+  anom_model *m = load_model_file("tests/data/tiny-anomalib-ganomaly.safetensors");
+  cJSON *hp = m->ops->hparams(m);
+  assert_int_equal(cJSON_GetObjectItem(hp, "first_pad")->valueint, 4);
+  cJSON_Delete(hp);
+  for(int i = 0; i < 4; i++){
+    if( i == 1 ) continue;                    /* the decoder */
+    const net *nt = m->nets[i];
+    int c, h, w;
+    assert_int_equal(nt->layers[0].conv.pad, 4);
+    net_out_shape(nt, 0, &c, &h, &w);
+    assert_int_equal(h, 19);
+    assert_int_equal(w, 19);
+  }
+  model_free(m);
+  check_golden("tests/data/tiny-anomalib-ganomaly.safetensors",
+               "tests/data/golden-anomalib-tiny.safetensors");
+}
+
+/* Two training steps of the first_pad 4 network against the reference's
+** (the authors' optimize_params on anomalib's networks), then a save and
+** load that keeps first_pad. */
+static void test_train_anomalib(void **state) {
+  (void)state;
+  anom_model *m = load_model_file("tests/data/tiny-anomalib-ganomaly.safetensors");
+  golden_file g;
+  golden_open(&g, "tests/data/golden-anomalib-tiny.safetensors");
+  anom_err e;
+  rng r;
+  rng_seed(&r, 1);
+  void *st;
+  assert_int_equal(m->ops->train_begin(m, 8, &r, &st, &e), ANOM_OK);
+  set_tensors(m, &g.f, "before.");           /* train_begin re-initialised */
+  int64_t nx;
+  float *x = golden(&g.f, "train.input", &nx);
+  assert_int_equal(nx, 8 * 3 * 32 * 32);
+  static const char *loss_keys[] = {"err_g", "err_g_adv", "err_g_con", "err_g_enc",
+                                    "err_d", "err_d_real", "err_d_fake"};
+  check_train_steps(m, st, &g.f, x, 8, loss_keys, 7, 2e-4);
+  m->ops->train_end(m, st);
+  anom_model *m2 = check_save_load(m, x, 8, NULL);
+  cJSON *hp = m2->ops->hparams(m2);
+  assert_int_equal(cJSON_GetObjectItem(hp, "first_pad")->valueint, 4);
+  cJSON_Delete(hp);
+  model_free(m2);
+  free(x);
+  golden_close(&g);
+  model_free(m);
+}
+
+/* first_pad: 1 or 4 only; 4 needs a side of 32 or more; 1 is the default
+** and is not written, so the authors' models keep their hparams. */
+static void test_first_pad(void **state) {
+  (void)state;
+  static const create_case bad[] = {
+    {"{\"first_pad\": 2}", 32, 32,
+     "ganomaly: 'first_pad' must be 1 (the authors') or 4 (anomalib's), found 2"},
+    {"{\"first_pad\": 0}", 32, 32,
+     "ganomaly: 'first_pad' must be 1 (the authors') or 4 (anomalib's), found 0"},
+    {"{\"first_pad\": 4.5}", 32, 32,
+     "ganomaly: 'first_pad' must be 1 (the authors') or 4 (anomalib's), found 4.5"},
+    {"{\"first_pad\": \"4\"}", 32, 32,
+     "ganomaly: 'first_pad' must be 1 (the authors') or 4 (anomalib's), found a string"},
+    {"{\"first_pad\": 4}", 16, 16,
+     "ganomaly: 'first_pad' 4 needs a side of 32 or more (at 16 the encoder would end in "
+     "2x2, not 1x1)"},
+  };
+  check_create_errors("ganomaly", bad, sizeof(bad) / sizeof(bad[0]), MSG_EXACT);
+  const char *hps[] = {NULL, "{\"nz\": 8, \"ngf\": 4, \"first_pad\": 1}"};
+  for(int k = 0; k < 2; k++){
+    anom_model *m = create_model("ganomaly", 16, 1, hps[k]);
+    cJSON *hp = m->ops->hparams(m);
+    assert_null(cJSON_GetObjectItem(hp, "first_pad"));
+    cJSON_Delete(hp);
+    assert_int_equal(m->nets[0]->layers[0].conv.pad, 1);
+    model_free(m);
+  }
+  /* 4 at 64: 64 -> 35 -> 17 -> 8 -> 4 -> 1, the same weights as with 1 */
+  anom_model *a = create_model("ganomaly", 64, 3, "{\"nz\": 8, \"ngf\": 4, \"first_pad\": 4}");
+  anom_model *b = create_model("ganomaly", 64, 3, "{\"nz\": 8, \"ngf\": 4}");
+  assert_int_equal(model_param_count(a), model_param_count(b));
+  int c, h, w;
+  net_out_shape(a->nets[3], 0, &c, &h, &w);
+  assert_int_equal(h, 35);
+  net_out_shape(a->nets[3], a->nets[3]->nlayers - 3, &c, &h, &w);
+  assert_true(c == 32 && h == 4 && w == 4);       /* D's features */
+  net_out_shape(a->nets[2], -1, &c, &h, &w);
+  assert_true(c == 8 && h == 1 && w == 1);
+  model_free(a);
+  model_free(b);
 }
 
 /* save(load(f)) keeps every tensor bit for bit and the metadata. */
@@ -283,6 +380,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_golden_tiny),
     cmocka_unit_test(test_golden_tiny64rgb),
+    cmocka_unit_test(test_golden_anomalib),
+    cmocka_unit_test(test_train_anomalib),
+    cmocka_unit_test(test_first_pad),
     cmocka_unit_test(test_save_roundtrip),
     cmocka_unit_test(test_model_errors),
     cmocka_unit_test(test_model_load_oom),
