@@ -1285,13 +1285,7 @@ def block_peers(p, machine):
 def threads():
     """tests/bench/threads_bench.py's JSON: anomaly_score, anomaly_scan and anomaly_train
     with the BLAS at 1 and 2 threads (anomaly_config('threads', n)), with its command."""
-    n = 128 if QUICK else 1024
-    cmd = [PY, "tests/bench/threads_bench.py", str(n), str(REPEATS if not QUICK else 1)]
-    log("threads: %s" % shlex.join(cmd))
-    out, _ = run(cmd)
-    r = json.loads(out.strip().splitlines()[-1])
-    r["command"] = ENV_TEXT + " " + shlex.join(cmd)
-    return r
+    return json_script("threads", "tests/bench/threads_bench.py", 1024, 128)
 
 
 def block_threads(r, machine):
@@ -1326,9 +1320,14 @@ def scan():
     """End to end in SQL over PNG BLOBs: tests/bench/scan_bench.py's JSON (anomaly_score row by
     row against anomaly_scan at 1 and 2 threads; 28x28 PNGs with the 32x32 model, 64x64 PNGs
     with the 64x64 one), with its command."""
-    n = 256 if QUICK else 2000
-    cmd = [PY, "tests/bench/scan_bench.py", str(n), str(REPEATS if not QUICK else 1)]
-    log("scan: %s" % shlex.join(cmd))
+    return json_script("scan", "tests/bench/scan_bench.py", 2000, 256)
+
+
+def json_script(part, script, n, n_quick):
+    """The JSON line a benchmark script prints as its last, run as `script N REPEATS`
+    (n_quick images and one repeat in quick mode), with its command."""
+    cmd = [PY, script, str(n_quick if QUICK else n), str(1 if QUICK else REPEATS)]
+    log("%s: %s" % (part, shlex.join(cmd)))
     out, _ = run(cmd)
     r = json.loads(out.strip().splitlines()[-1])
     r["command"] = ENV_TEXT + " " + shlex.join(cmd)
