@@ -83,8 +83,8 @@ for md in $files; do
   name=$(echo "$md" | tr '/' '_' | sed 's/\.md$//')
   dir=$work/$name
   mkdir -p "$dir"
-  for d in models tests examples scripts; do ln -s "$root/$d" "$dir/$d"; done
-  ln -s "$root/$ext.so" "$dir/anomaly.so"
+  for d in models tests examples scripts; do ln -sfn "$root/$d" "$dir/$d"; done
+  ln -sfn "$root/$ext.so" "$dir/anomaly.so"
   cp -R "$work/common/magnetic_tile" "$dir/magnetic_tile"    # fsdir() does not follow a link
   cp "$work/common/fixture.db" "$dir/docs.db"
   { echo ".bail on"; echo ".load ./anomaly"; to_script "$md"; } >"$dir/script.sql"
