@@ -1295,7 +1295,7 @@ def block_threads(r, machine):
          "(`SELECT anomaly_config('threads', n)`). **score** = `SELECT sum(anomaly_score(image, "
          "'m')) FROM t`, one row at a time; **scan** = `anomaly_scan` with `{\"threads\": 2}`, "
          "two workers with batches of 64; **train** = one epoch of `anomaly_train` (GANomaly, "
-         "batch 64)." % (time.strftime("%%Y-%%m-%%d %%H:%%M UTC", time.gmtime()),
+         "batch 64)." % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          machine.get("cpu", "?"), r.get("cpus")), "",
          "| images | form | BLAS 1 thread | BLAS 2 threads | 2 ÷ 1 |", "|---|---|---|---|---|"]
     for key, label in (("fashion28", "28×28 PNG, 32×32 model"), ("fashion64", "64×64 PNG, 64×64 model")):
