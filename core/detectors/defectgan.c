@@ -146,7 +146,7 @@ static int defectgan_create(anom_model *m, const cJSON *hp, anom_err *e) {
   int nc = m->channels;
   net nt;
   net_init(&nt, "netg.encoder1.", nc, isize, isize);
-  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0);
+  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0, 1);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc = m->nets[m->nnets - 1];
 
@@ -156,7 +156,7 @@ static int defectgan_create(anom_model *m, const cJSON *hp, anom_err *e) {
   g->dec = m->nets[m->nnets - 1];
 
   net_init(&nt, "netd.", nc, isize, isize);
-  ganomaly_build_encoder(&nt, isize, 1, nc, g->ndf, g->extralayers, 1);
+  ganomaly_build_encoder(&nt, isize, 1, nc, g->ndf, g->extralayers, 1, 1);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->netd = m->nets[m->nnets - 1];
   return ANOM_OK;

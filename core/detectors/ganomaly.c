@@ -86,12 +86,7 @@ static const char *nm(namer *n, const char *fmt, ...) {
 }
 
 void ganomaly_build_encoder(net *nt, int isize, int nz, int nc, int ndf, int extra,
-                            int for_d) {
-  ganomaly_build_encoder_pad(nt, isize, nz, nc, ndf, extra, for_d, 1);
-}
-
-void ganomaly_build_encoder_pad(net *nt, int isize, int nz, int nc, int ndf, int extra,
-                                int for_d, int first_pad) {
+                            int for_d, int first_pad) {
   namer n = { for_d, 0, "" };
   net_conv(nt, nm(&n, "initial-conv-%d-%d", nc, ndf), ndf, 4, 2, first_pad, 0);
   net_leaky_relu(nt, nm(&n, "initial-relu-%d", ndf), 0.2f);
@@ -198,8 +193,7 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   int nc = m->channels;
   net nt;
   net_init(&nt, "netg.encoder1.", nc, isize, isize);
-  ganomaly_build_encoder_pad(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0,
-                             g->first_pad);
+  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0, g->first_pad);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc1 = m->nets[m->nnets - 1];
   if( (rc = check_latent(g->enc1, g->nz, e)) ) return rc;
@@ -210,14 +204,12 @@ static int ganomaly_create(anom_model *m, const cJSON *hp, anom_err *e) {
   g->dec = m->nets[m->nnets - 1];
 
   net_init(&nt, "netg.encoder2.", nc, isize, isize);
-  ganomaly_build_encoder_pad(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0,
-                             g->first_pad);
+  ganomaly_build_encoder(&nt, isize, g->nz, nc, g->ngf, g->extralayers, 0, g->first_pad);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->enc2 = m->nets[m->nnets - 1];
 
   net_init(&nt, "netd.", nc, isize, isize);
-  ganomaly_build_encoder_pad(&nt, isize, 1, nc, g->ngf, g->extralayers, 1,
-                             g->first_pad);
+  ganomaly_build_encoder(&nt, isize, 1, nc, g->ngf, g->extralayers, 1, g->first_pad);
   if( (rc = model_add_net(m, &nt, e)) ) return rc;
   g->netd = m->nets[m->nnets - 1];
   if( (rc = check_latent(g->netd, 1, e)) ) return rc;
