@@ -134,6 +134,8 @@ class GanomalyModel(nn.Module):
         super().__init__()
         self.generator = Generator(isize, nz, nc, ngf, extra, final_conv, first_padding)
         self.discriminator = Discriminator(isize, nc, ngf, extra, first_padding)
+        # ganomaly_ref.weights_init, in modules() order (apply() would visit
+        # them children first, draw other numbers and change the golden file)
         for mod in self.modules():
             kind = type(mod).__name__
             if "Conv" in kind:
