@@ -27,11 +27,7 @@
 ext=${ANOMALY_EXT:-./anomaly}
 root=$(pwd)
 work=build/docs-sql${SANITIZE:+-san-$SANITIZE}
-case "$SANITIZE" in
-  1) export LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
-     export ASAN_OPTIONS=detect_leaks=0 ;;
-  thread) export LD_PRELOAD="$(cc -print-file-name=libtsan.so)" ;;
-esac
+. tests/sql/lib/preload.sh   # the sanitizer runtime for an instrumented extension
 files=${*:-README.md docs/*.md}
 rm -rf "$work"
 mkdir -p "$work/common"

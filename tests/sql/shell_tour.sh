@@ -5,12 +5,7 @@
 mkdir -p build
 db=build/tour.db
 ext=${ANOMALY_EXT:-./anomaly}
-# an instrumented extension in the uninstrumented shell: preload the runtime
-case "$SANITIZE" in
-  1) export LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
-     export ASAN_OPTIONS=detect_leaks=0 ;;
-  thread) export LD_PRELOAD="$(cc -print-file-name=libtsan.so)" ;;
-esac
+. tests/sql/lib/preload.sh   # the sanitizer runtime for an instrumented extension
 rm -f "$db" build/tour-export.safetensors
 got=$(sqlite3 "$db" 2>&1 <<SQL
 .bail on

@@ -14,12 +14,7 @@ ext=${ANOMALY_EXT:-./anomaly}
 # the scores' own, and the floor is held by the pretrained trousers model
 # (models/fashion-ganomaly-class1) on the same tree: 0.998 measured.
 floor=0.95
-# an instrumented extension in the uninstrumented shell: preload the runtime
-case "$SANITIZE" in
-  1) export LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
-     export ASAN_OPTIONS=detect_leaks=0 ;;
-  thread) export LD_PRELOAD="$(cc -print-file-name=libtsan.so)" ;;
-esac
+. tests/sql/lib/preload.sh   # the sanitizer runtime for an instrumented extension
 export OPENBLAS_NUM_THREADS=1
 fail() {
   echo "walkthrough: $1"

@@ -45,14 +45,7 @@ if [ ! -r "$data/t10k-images-idx3-ubyte.gz" ]; then
   echo "mvtec_tree: $data is missing (apt-get install dataset-fashion-mnist)" >&2
   exit 1
 fi
-# an instrumented extension in the uninstrumented shell: preload the runtime
-if [ -z "$LD_PRELOAD" ]; then
-  case "$SANITIZE" in
-    1) export LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
-       export ASAN_OPTIONS=detect_leaks=0 ;;
-    thread) export LD_PRELOAD="$(cc -print-file-name=libtsan.so)" ;;
-  esac
-fi
+. tests/sql/lib/preload.sh   # the sanitizer runtime for an instrumented extension
 rm -rf "$root"
 for d in train/good test/good test/sandal test/bag ground_truth/sandal ground_truth/bag; do
   mkdir -p "$root/$d"
