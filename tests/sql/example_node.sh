@@ -8,12 +8,11 @@
 # the first time). Skipped, with the reason printed, where Node or npm is
 # missing or too old, or the install fails (no network, no compiler); once
 # it is installed, a wrong output is a failure.
+name=example_node
+. tests/sql/lib/examples.sh
 dir=build/node-example
 log=$dir/npm-install.log
-skip() { echo "example_node: skipped: $*"; exit 0; }
-case "$SANITIZE" in
-  1|thread) skip "under SANITIZE (node is not instrumented)" ;;
-esac
+skip_uninstrumented node
 have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
 if ! have_node && [ "$(id -u)" = 0 ]; then
   if command -v node >/dev/null 2>&1; then scripts/deps.sh npm; else scripts/deps.sh nodejs npm; fi
@@ -53,15 +52,6 @@ case "$(state)" in
 esac
 
 got=$(ANOMALY_EXT=${ANOMALY_EXT:-./anomaly} NODE_PATH=$dir/node_modules node examples/node/score_folder.js \
-      tests/data/photos tests/data/tiny-ganomaly.safetensors 2>&1) || { echo "example_node: failed: $got"; exit 1; }
-want='2.png        0.6873
-3.png        0.2686
-1.png        0.0935
-4.png        0.0154'
-if [ "$got" != "$want" ]; then
-  echo "example_node: output differs"
-  echo "--- expected"; echo "$want"
-  echo "--- got"; echo "$got"
-  exit 1
-fi
-echo "example_node: ok"
+      tests/data/photos tests/data/tiny-ganomaly.safetensors 2>&1) || { echo "$name: failed: $got"; exit 1; }
+expect_folder_scores "$got"
+echo "$name: ok"

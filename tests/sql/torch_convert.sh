@@ -5,22 +5,15 @@
 # imported, scored in SQL through Debian's Python and compared with PyTorch;
 # exported back and compared weight for weight; refused cases must fail
 # cleanly. Skipped, with the reason, under SANITIZE or without torch.
-py=/usr/bin/python3
-case "$SANITIZE" in
-  1|thread) echo "torch_convert: skipped under SANITIZE (python3 is not instrumented)"; exit 0 ;;
-esac
-if [ ! -x "$py" ] || ! "$py" -c "import sqlite3; sqlite3.connect(':memory:').enable_load_extension(True)" 2>/dev/null; then
-  echo "torch_convert: skipped: $py cannot load SQLite extensions (apt-get install python3)"
-  exit 0
-fi
+name=torch_convert
+. tests/sql/lib/examples.sh
+skip_uninstrumented python3
+need_python
 has_torch() { "$py" -c "import torch, numpy" 2>/dev/null; }
 if ! has_torch && [ "$(id -u)" = 0 ]; then
   sh scripts/deps.sh python3-torch python3-numpy >/dev/null 2>&1
 fi
-if ! has_torch; then
-  echo "torch_convert: skipped: $py cannot import torch and numpy (apt-get install -y python3-torch python3-numpy)"
-  exit 0
-fi
+has_torch || skip "$py cannot import torch and numpy (apt-get install -y python3-torch python3-numpy)"
 out=$(ANOMALY_EXT=${ANOMALY_EXT:-./anomaly} OPENBLAS_NUM_THREADS=1 "$py" tests/sql/torch_convert_check.py 2>&1)
 rc=$?
 if [ $rc -ne 0 ] || [ "$(printf '%s\n' "$out" | tail -n 1)" != "torch_convert: ok" ]; then
